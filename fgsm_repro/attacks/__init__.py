@@ -1,0 +1,10 @@
+"""Attacks as pure functions of a loss: ``attack(loss_fn, x, y, eps, ...) -> x_adv``.
+
+One attack per module; ATTACKS maps the config name to the function.
+"""
+
+from fgsm_repro.attacks.fgsm import fgsm
+
+ATTACKS = {"fgsm": fgsm}
+
+__all__ = ["ATTACKS", "fgsm"]

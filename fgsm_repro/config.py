@@ -1,0 +1,219 @@
+"""Experiment configs: YAML files validated by pydantic, with `paper` / `fast` / `ci` profiles.
+
+A config file describes one experiment with the paper's protocol (the `paper` profile) and,
+under ``profiles:``, the overrides that make the `fast` (CPU-feasible) and `ci` (minutes)
+reductions. Loading merges the chosen profile into the base, validates the result and
+returns an :class:`ExperimentConfig`. Every problem becomes a one-line :class:`ReproError`
+naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fgsm_repro.errors import ReproError
+
+PROFILES = ("paper", "fast", "ci")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    dataset: Literal["mnist", "cifar10"] = "mnist"
+    # A binary task on two classes: the first gets y = -1, the second y = +1.
+    classes: tuple[int, int] | None = None
+    # The last `validation_size` examples of the official training set are held out for
+    # validation (the pylearn2 recipes use the last 10,000 of MNIST).
+    validation_size: Annotated[int, Field(ge=0)] = 10_000
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v):
+        if v is not None and (v[0] == v[1] or min(v) < 0 or max(v) > 9):
+            raise ValueError("must be two different class labels in 0..9")
+        return v
+
+
+class ModelConfig(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam"] = "sgd"
+    learning_rate: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class TrainConfig(_Strict):
+    epochs: PositiveInt
+    batch_size: PositiveInt = 100
+    optimizer: OptimizerConfig
+    # L2 penalty (coefficient times sum of squared weights, biases excluded).
+    weight_decay: NonNegativeFloat = 0.0
+    # Stop after this many epochs without a new best validation error; keep the best
+    # parameters. None: train for `epochs` and keep the last parameters.
+    early_stopping_patience: PositiveInt | None = None
+    checkpoint_every: PositiveInt = 5
+
+
+class AttackConfig(_Strict):
+    name: Literal["fgsm"] = "fgsm"
+    eps: NonNegativeFloat
+    # Clip adversarial inputs to this range; None = no clipping (the paper's tables, §2).
+    clip: tuple[float, float] | None = None
+    labels: Literal["true", "predicted"] = "true"
+
+    @field_validator("clip")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None and not v[0] < v[1]:
+            raise ValueError("clip must be [low, high] with low < high")
+        return v
+
+
+class SensitivityConfig(_Strict):
+    """A small sweep reported beside the selected run; never used to choose anything."""
+
+    weight_decay: list[NonNegativeFloat] = Field(default_factory=list)
+    epochs: list[PositiveInt] = Field(default_factory=list)
+
+
+class SelectionConfig(_Strict):
+    """Candidates for an unstated hyperparameter, chosen by validation error."""
+
+    weight_decay: list[NonNegativeFloat] = Field(min_length=1)
+
+
+class ExperimentConfig(_Strict):
+    experiment: str
+    claims: list[str] = Field(min_length=1)
+    description: str = ""
+    profile: Literal["paper", "fast", "ci"] = "paper"
+    profile_note: str = ""
+    # Where this experiment knowingly departs from the paper (shown in the report).
+    deviations: list[str] = Field(default_factory=list)
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    train: TrainConfig
+    attack: AttackConfig
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    select: SelectionConfig | None = None
+    sensitivity: SensitivityConfig | None = None
+
+    @field_validator("claims")
+    @classmethod
+    def _known_claims(cls, v):
+        from fgsm_repro.reference import claim_ids
+
+        unknown = [c for c in v if c not in claim_ids()]
+        if unknown:
+            raise ValueError(f"unknown claim ID(s) {unknown}; see fgsm_repro/reference.py")
+        return v
+
+    @model_validator(mode="after")
+    def _known_model_and_experiment(self):
+        from fgsm_repro.experiments import EXPERIMENTS
+        from fgsm_repro.models import MODELS
+
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {self.experiment!r}; known: {sorted(EXPERIMENTS)}")
+        if self.model.name not in MODELS:
+            raise ValueError(f"unknown model {self.model.name!r}; known: {sorted(MODELS)}")
+        return self
+
+    def hash(self) -> str:
+        """sha256 of the resolved config (after the profile merge), first 16 hex digits."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursively merge `override` into a copy of `base` (lists and scalars are replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    value = first.get("input")
+    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f", got {value!r}"
+    return f"{path}: field '{field}': {msg}{shown}{more}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ReproError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ReproError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ReproError(f"{path}: expected a mapping of config keys at the top level")
+    return raw
+
+
+def load_config(path: str | Path, profile: str = "paper", **overrides: Any) -> ExperimentConfig:
+    """Load `path`, apply `profile`'s overrides (then `overrides`), validate."""
+    path = Path(path)
+    if profile not in PROFILES:
+        raise ReproError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    raw = read_yaml(path)
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ReproError(f"{path}: field 'profiles': expected a mapping of profile name to overrides")
+    unknown = [p for p in profiles if p not in PROFILES or p == "paper"]
+    if unknown:
+        raise ReproError(
+            f"{path}: field 'profiles.{unknown[0]}': unknown profile (overrides exist for 'fast' and "
+            "'ci'; the base config is the 'paper' profile)"
+        )
+    merged = raw
+    if profile != "paper":
+        override = profiles.get(profile)
+        if override is None:
+            raise ReproError(f"{path}: profile {profile!r} is not defined under 'profiles'")
+        if not isinstance(override, dict):
+            raise ReproError(f"{path}: field 'profiles.{profile}': expected a mapping of overrides")
+        merged = deep_merge(raw, override)
+    merged = deep_merge(merged, overrides)
+    merged["profile"] = profile
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ReproError(_format_validation_error(path, e)) from None
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def experiment_configs(config_dir: Path = CONFIG_DIR) -> dict[str, Path]:
+    """The experiment config files under `configs/` (name -> path)."""
+    return {p.stem: p for p in sorted(config_dir.glob("*.yaml"))}

@@ -1,0 +1,285 @@
+"""Datasets in the TFDS data dir: offline import, online download, loading into arrays.
+
+Online and offline end in the same place: an ``array_record`` TFDS dataset at
+``<data_dir>/<name>/<version>/`` read with ``tfds.builder_from_directory(...).as_data_source()``,
+plus ``provenance.json`` beside it (source, file checksums, lossy flag, and the sha256 of the
+decoded arrays, which is the dataset checksum carried into every result).
+
+- Online: ``tfds.builder(name).download_and_prepare(file_format="array_record")``.
+- Offline: the official files are read and verified (:mod:`fgsm_repro.data.sources`), written
+  with ``tfds.dataset_builders.store_as_tfds_dataset`` into a staging folder inside the data
+  dir, read back and checked, then moved into place with one rename: an import either
+  completes or leaves the data dir as it was. A lossy source (JPEG) is stored under its own
+  name (``cifar10_jpeg``) so it can never pass for the official dataset.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fgsm_repro.data.sources import CLASS_NAMES, IMAGE_SHAPE, SPLIT_SIZES, RawDataset, read_source
+from fgsm_repro.errors import ReproError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TFDS imports TensorFlow: keep its logs quiet
+
+# TFDS versions of the official builders; imports use the same so paths match.
+TFDS_VERSIONS = {"mnist": "3.0.1", "cifar10": "3.0.2", "cifar10_jpeg": "3.0.2"}
+LOSSY_NAME = {"cifar10": "cifar10_jpeg"}  # where a lossy copy of a dataset is stored
+PROVENANCE_FILE = "provenance.json"
+LOSSY_LABEL = "JPEG q75 mirror — not the paper's data"
+
+
+def default_data_dir() -> Path:
+    """TFDS's convention: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets").expanduser()
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a result needs to say about the data it was computed on."""
+
+    name: str  # TFDS name as stored: mnist, cifar10 or cifar10_jpeg
+    version: str
+    sha256: str  # of the decoded arrays (see content_sha256)
+    lossy: bool
+    source: str  # "tfds download" or the import's source format
+    label: str  # human-readable, says "lossy" where it is
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train_images: np.ndarray  # uint8 (N, H, W, C)
+    train_labels: np.ndarray  # int64 (N,)
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    info: DatasetInfo
+
+
+def content_sha256(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """sha256 over the decoded pixels and labels of every split: the same for the same data
+    whether it came through TFDS's download or an offline import."""
+    h = hashlib.sha256()
+    for split in sorted(splits):
+        images, labels = splits[split]
+        h.update(split.encode())
+        h.update(np.ascontiguousarray(images, np.uint8).tobytes())
+        h.update(np.ascontiguousarray(labels, np.int64).tobytes())
+    return h.hexdigest()
+
+
+def dataset_dir(name: str, data_dir: Path) -> Path:
+    return Path(data_dir) / name / TFDS_VERSIONS[name]
+
+
+def _is_prepared(path: Path) -> bool:
+    return (path / "dataset_info.json").is_file()
+
+
+# --------------------------------------------------------------------------------------
+# Verification of what was read
+# --------------------------------------------------------------------------------------
+
+def verify(raw: RawDataset, expected_sizes: dict[str, int] | None = None) -> None:
+    """Shapes, dtypes, label range and split sizes; raises ReproError on any mismatch."""
+    sizes = SPLIT_SIZES[raw.name] if expected_sizes is None else expected_sizes
+    shape = IMAGE_SHAPE[raw.name]
+    if set(raw.splits) != {"train", "test"}:
+        raise ReproError(f"{raw.name}: expected splits train and test, found {sorted(raw.splits)}")
+    for split, (images, labels) in raw.splits.items():
+        if images.dtype != np.uint8 or images.shape[1:] != shape:
+            raise ReproError(f"{raw.name}/{split}: images of shape {images.shape[1:]} ({images.dtype}), "
+                             f"expected {shape} uint8")
+        if len(images) != len(labels):
+            raise ReproError(f"{raw.name}/{split}: {len(images)} images but {len(labels)} labels")
+        if len(labels) != sizes[split]:
+            raise ReproError(f"{raw.name}/{split}: {len(labels)} examples, the official split has {sizes[split]}")
+        if labels.min() < 0 or labels.max() >= len(CLASS_NAMES[raw.name]):
+            raise ReproError(f"{raw.name}/{split}: labels outside 0..{len(CLASS_NAMES[raw.name]) - 1}")
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+def _tfds_features(name: str):
+    import tensorflow_datasets as tfds
+
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=IMAGE_SHAPE[name]),
+        "label": tfds.features.ClassLabel(names=CLASS_NAMES[name]),
+    })
+
+
+def _examples(images: np.ndarray, labels: np.ndarray):
+    for i in range(len(labels)):
+        yield i, {"image": images[i], "label": int(labels[i])}
+
+
+def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = None, *,
+                   force: bool = False, expected_sizes: dict[str, int] | None = None) -> tuple[DatasetInfo, bool]:
+    """Read, verify and store the official files at `path` as a TFDS dataset.
+
+    Returns (info, changed): `changed` is False when the same data was already there
+    (re-import is idempotent). A different dataset already in place is an error unless
+    `force`. `expected_sizes` overrides the official split sizes (tests with tiny files).
+    """
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    data_dir = Path(data_dir or default_data_dir())
+    raw = read_source(name, path)
+    verify(raw, expected_sizes)
+    stored_name = LOSSY_NAME.get(name, name) if raw.lossy else name
+    if raw.lossy and stored_name == name:
+        raise ReproError(f"{path}: lossy (JPEG) {name} cannot be imported: only {list(LOSSY_NAME)} have a lossy slot")
+    checksum = content_sha256(raw.splits)
+    target = dataset_dir(stored_name, data_dir)
+    if _is_prepared(target):
+        existing = read_provenance(target)
+        if existing.get("content_sha256") == checksum:
+            return _info_from_provenance(stored_name, existing), False
+        if not force:
+            raise ReproError(f"{target} already holds a different {stored_name} "
+                             f"(source: {existing.get('source', 'unknown')}); pass --force to replace it")
+
+    provenance = {
+        "name": stored_name,
+        "version": TFDS_VERSIONS[stored_name],
+        "source": f"offline import ({raw.source_format})",
+        "source_path": str(Path(path).resolve()),
+        "files": raw.files,
+        "lossy": raw.lossy,
+        "label": LOSSY_LABEL if raw.lossy else f"{name} (official, lossless)",
+        "notes": raw.notes,
+        "content_sha256": checksum,
+        "split_sizes": {s: int(len(v[1])) for s, v in raw.splits.items()},
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{stored_name}-", dir=data_dir))
+    try:
+        tfds.dataset_builders.store_as_tfds_dataset(
+            name=stored_name,
+            version=TFDS_VERSIONS[stored_name],
+            features=_tfds_features(name),
+            split_datasets={s: _examples(*v) for s, v in raw.splits.items()},
+            data_dir=staging,
+            description=f"{provenance['label']}; imported by fgsm-repro from {raw.source_format}",
+            file_format="array_record",
+            disable_shuffling=True,  # keep the official order (train[:50000] is the recipe's split)
+        )
+        staged = dataset_dir(stored_name, staging)
+        (staged / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+        # Read back what TFDS wrote before it replaces anything.
+        read_back = _read_splits(staged)
+        if content_sha256(read_back) != checksum:
+            raise ReproError(f"{name}: the stored TFDS dataset does not read back identically; nothing written")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # --force, or a half-prepared leftover of an interrupted download
+            old = staging / "replaced"
+            target.rename(old)
+        staged.rename(target)  # the one step that makes the import visible
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _load_cached.cache_clear()
+    return _info_from_provenance(stored_name, provenance), True
+
+
+def download_dataset(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Online path: let TFDS download and prepare `name`, then record provenance."""
+    import tensorflow_datasets as tfds
+
+    data_dir = Path(data_dir or default_data_dir())
+    target = dataset_dir(name, data_dir)
+    if not (_is_prepared(target) and (target / PROVENANCE_FILE).is_file()):
+        if not _is_prepared(target):
+            try:
+                tfds.builder(name, data_dir=str(data_dir)).download_and_prepare(file_format="array_record")
+            except Exception as e:  # network errors come in many types
+                raise ReproError(
+                    f"TFDS could not download {name} into {data_dir} ({type(e).__name__}); without internet "
+                    f"run `fgsm-repro data import {name} PATH` with the official files") from None
+        splits = _read_splits(target)
+        provenance = {"name": name, "version": TFDS_VERSIONS[name], "source": "tfds download",
+                      "lossy": False, "label": f"{name} (official, lossless)",
+                      "content_sha256": content_sha256(splits),
+                      "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}}
+        (target / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+    return _info_from_provenance(name, read_provenance(target))
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+def read_provenance(path: Path) -> dict:
+    try:
+        return json.loads((path / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _info_from_provenance(name: str, p: dict) -> DatasetInfo:
+    return DatasetInfo(name=name, version=TFDS_VERSIONS[name], sha256=p.get("content_sha256", "unknown"),
+                       lossy=bool(p.get("lossy", False)), source=p.get("source", "unknown"),
+                       label=p.get("label", name))
+
+
+def _read_splits(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(path))
+    out = {}
+    for split, source in builder.as_data_source().items():
+        records = source.__getitems__(list(range(len(source))))
+        images = np.stack([r["image"] for r in records]).astype(np.uint8)
+        labels = np.array([r["label"] for r in records], np.int64)
+        out[split] = (images, labels)
+    return out
+
+
+def resolve_name(name: str, data_dir: Path) -> str:
+    """The stored dataset to use for `name`: the official one, else its lossy copy."""
+    if _is_prepared(dataset_dir(name, data_dir)):
+        return name
+    lossy = LOSSY_NAME.get(name)
+    if lossy and _is_prepared(dataset_dir(lossy, data_dir)):
+        return lossy
+    hint = f" (or `fgsm-repro data prepare {name}` to download it through TFDS)"
+    raise ReproError(f"dataset {name} not found in {data_dir}: run `fgsm-repro data import {name} PATH`{hint}")
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Load all of `name` into arrays, once per process; verifies the content checksum."""
+    data_dir = Path(data_dir or default_data_dir()).resolve()
+    return _load_cached(resolve_name(name, data_dir), str(data_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(stored_name: str, data_dir: str) -> Dataset:
+    path = dataset_dir(stored_name, Path(data_dir))
+    try:
+        splits = _read_splits(path)
+    except Exception as e:  # TFDS/array_record errors on damaged files come in many types
+        raise ReproError(f"{path}: cannot read the stored dataset ({type(e).__name__}: {e}); "
+                         f"re-import it with `fgsm-repro data import --force`") from None
+    provenance = read_provenance(path)
+    checksum = content_sha256(splits)
+    if provenance.get("content_sha256") not in (None, checksum):
+        raise ReproError(f"{path}: content checksum {checksum[:12]}… does not match provenance.json "
+                         f"({provenance['content_sha256'][:12]}…): the stored dataset is corrupted; re-import it")
+    if not provenance:
+        provenance = {"content_sha256": checksum, "source": "tfds (no provenance.json)"}
+    info = _info_from_provenance(stored_name, provenance)
+    return Dataset(*splits["train"], *splits["test"], info=info)

@@ -1,0 +1,86 @@
+"""Run an experiment config for every seed, aggregate, and write its results file."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fgsm_repro.config import experiment_configs, load_config, read_yaml
+from fgsm_repro.data import make_splits
+from fgsm_repro.errors import ReproError
+from fgsm_repro.experiments import EXPERIMENTS
+from fgsm_repro.experiments.common import Context, Outcome
+from fgsm_repro.reference import claim_ids
+from fgsm_repro.results import provenance, write_result
+
+# Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 11: 2.201, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def _t95(dof: int) -> float:
+    return _T95.get(dof) or _T95[max(k for k in _T95 if k <= dof)]
+
+
+def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
+    """Mean over seeds of every numeric metric, and its 95% confidence half-width (n > 1)."""
+    mean, ci95 = {}, {}
+    for claim, metrics in outcomes[0].measured.items():
+        mean[claim], ci95[claim] = {}, {}
+        for key, first in metrics.items():
+            values = [o.measured[claim].get(key) for o in outcomes]
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                arr = np.asarray(values, np.float64)
+                mean[claim][key] = float(arr.mean())
+                if len(arr) > 1:
+                    ci95[claim][key] = float(_t95(len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
+            else:
+                mean[claim][key] = first
+    return mean, {c: v for c, v in ci95.items() if v}
+
+
+def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
+    cfg = load_config(config_path, profile)
+    module = EXPERIMENTS[cfg.experiment]
+    start = time.perf_counter()
+    splits = make_splits(cfg.data, ctx.data_dir)
+    outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
+    measured, ci95 = aggregate(outcomes)
+    record = {
+        "experiment": cfg.experiment,
+        "description": cfg.description,
+        "claims": cfg.claims,
+        "measured": measured,
+        "ci95": ci95,
+        "per_seed": {str(s): o.measured for s, o in zip(cfg.seeds, outcomes, strict=True)} if len(outcomes) > 1
+        else {},
+        "tables": outcomes[0].tables,
+        "figures": outcomes[0].figures,
+        "deviations": cfg.deviations,
+        "profile_note": cfg.profile_note,
+        "notes": outcomes[0].notes,
+        "provenance": provenance(cfg, config_path, splits.info, time.perf_counter() - start),
+    }
+    return write_result(record, ctx.results_dir)
+
+
+def configs_for(ids: list[str] | None) -> list[Path]:
+    """The experiment configs that measure `ids` (all of them when `ids` is empty)."""
+    configs = experiment_configs()
+    claims_of = {name: read_yaml(path).get("claims", []) for name, path in configs.items()}
+    if not ids:
+        return list(configs.values())
+    known = set(claim_ids())
+    chosen = []
+    for claim in ids:
+        if claim not in known:
+            raise ReproError(f"unknown claim ID {claim!r}; see `fgsm-repro report --list`")
+        names = [n for n, claims in claims_of.items() if claim in claims]
+        if not names:
+            raise ReproError(f"claim {claim} has no experiment yet (implemented: "
+                             f"{', '.join(sorted(c for cs in claims_of.values() for c in cs))})")
+        chosen += [configs[n] for n in names if configs[n] not in chosen]
+    return chosen

@@ -1,0 +1,35 @@
+"""Error rates and confidences, in percent, from predictions and labels (NumPy, host side)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def error_rate(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Percentage of examples whose prediction differs from the label."""
+    return float(100.0 * np.mean(np.asarray(pred) != np.asarray(labels)))
+
+
+def mean_confidence(confidence: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    """Mean of the predicted label's probability, in percent, over `mask` (None if empty)."""
+    confidence = np.asarray(confidence, np.float64)
+    if mask is not None:
+        confidence = confidence[np.asarray(mask, bool)]
+    return float(100.0 * confidence.mean()) if confidence.size else None
+
+
+def per_class_error(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Error rate per true label."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    return {str(int(c)): error_rate(pred[labels == c], labels[labels == c]) for c in np.unique(labels)}
+
+
+def summarize(pred: np.ndarray, confidence: np.ndarray, labels: np.ndarray) -> dict:
+    """error, confidence over all examples and over mistakes, and the per-class error."""
+    wrong = np.asarray(pred) != np.asarray(labels)
+    return {
+        "error": error_rate(pred, labels),
+        "confidence_all": mean_confidence(confidence),
+        "confidence_mistakes": mean_confidence(confidence, wrong),
+        "per_class_error": per_class_error(pred, labels),
+    }

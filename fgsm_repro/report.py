@@ -1,0 +1,152 @@
+"""Build ``results/REPORT.md`` from the results files: per claim ID, the paper's value, the
+measured one, the tolerance band, within/outside, the profile, and the deviations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fgsm_repro.reference import TARGETS, claim_ids
+from fgsm_repro.results import RESULTS_DIR, read_results
+
+PROFILE_ORDER = ("paper", "fast", "ci")  # the main table shows the most faithful profile measured
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _best_records(records: list[dict]) -> dict[str, dict]:
+    """claim ID -> the record of the most faithful profile that measured it."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        rank = PROFILE_ORDER.index(rec["provenance"]["profile"])
+        for claim in rec["measured"]:
+            if claim not in best or rank < PROFILE_ORDER.index(best[claim]["provenance"]["profile"]):
+                best[claim] = rec
+    return best
+
+
+def _dataset_label(rec: dict) -> str:
+    ds = rec["provenance"]["dataset"]
+    label = ds["name"] + (f" — {ds['label']}" if ds.get("lossy") else "")
+    return label
+
+
+def claims_table(records: list[dict]) -> tuple[list[str], dict]:
+    best = _best_records(records)
+    lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0}
+    for target in TARGETS:
+        rec = best.get(target.claim)
+        if rec is None:
+            continue
+        value = rec["measured"][target.claim].get(target.metric)
+        ci = rec.get("ci95", {}).get(target.claim, {}).get(target.metric)
+        shown = _fmt(value) + (f" ± {ci:.2f}" if ci is not None else "")
+        if target.kind == "figure":
+            verdict = f"figure: [{value}]({value})" if value else "figure missing"
+            shown = "—"
+            counts["shown"] += 1
+        elif value is None:
+            verdict = "not measured"
+        else:
+            within = target.within(value)
+            verdict = "—" if within is None else ("**within**" if within else "**outside**")
+            if within is not None:
+                counts["within" if within else "outside"] += 1
+            if rec["provenance"]["dataset"].get("lossy"):
+                verdict += " (JPEG mirror — not the paper's data)"
+        lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
+                     f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "
+                     f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} |")
+    counts["pending"] = len([c for c in claim_ids() if c not in best])
+    return lines, counts
+
+
+def _table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    keys = list(rows[0])
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out += ["| " + " | ".join(_fmt(r.get(k), 3) for k in keys) + " |" for r in rows]
+    return out
+
+
+def experiment_section(rec: dict) -> list[str]:
+    p = rec["provenance"]
+    ds = p["dataset"]
+    out = [f"### {rec['experiment']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
+    if rec.get("description"):
+        out += [rec["description"].strip(), ""]
+    if rec.get("profile_note"):
+        out += [f"*Profile:* {rec['profile_note']}", ""]
+    if rec.get("deviations"):
+        out += ["Protocol deviations and unstated choices:"] + [f"- {d}" for d in rec["deviations"]] + [""]
+    out += ["Measured (percent unless named otherwise):", ""]
+    for claim, metrics in rec["measured"].items():
+        flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        out.append(f"- **{claim}**: " + ", ".join(f"{k} = {_fmt(v, 3)}" for k, v in flat.items()))
+    out.append("")
+    for name, rows in rec.get("tables", {}).items():
+        if rows:
+            out += [f"Table `{name}`:", ""] + _table(rows) + [""]
+    for claim, fig in rec.get("figures", {}).items():
+        out += [f"{claim}:", "", f"![{claim}]({fig})", ""]
+    out += [
+        "Provenance: "
+        f"commit `{p['git_commit'][:12]}`{' (dirty tree)' if p.get('git_dirty') else ''}, "
+        f"config `{p['config_file']}` (hash `{p['config_hash']}`), "
+        f"dataset `{ds['name']}` {ds['version']} sha256 `{ds['sha256'][:16]}…` "
+        f"({'LOSSY: ' + ds['label'] if ds.get('lossy') else 'lossless'}; {ds['source']}), "
+        f"seeds {p['seeds']}, device {p['device']['platform']} ({p['device']['cpu']}, {p['device']['cpu_count']} cores), "
+        f"wall time {p['wall_time_s']:.1f} s, finished {p['finished_at']}, file `results/{rec['_file']}`.",
+        "",
+    ]
+    return out
+
+
+def build_report(results_dir: Path = RESULTS_DIR) -> str:
+    records = read_results(results_dir)
+    table, counts = claims_table(records)
+    pending = [c for c in claim_ids() if c not in _best_records(records)]
+    lines = [
+        "# fgsm-repro: measured results beside the paper",
+        "",
+        "Goodfellow, Shlens & Szegedy, *Explaining and Harnessing Adversarial Examples*, ICLR 2015.",
+        "This file is generated by `fgsm-repro report` from `results/*.json`; do not edit it by hand.",
+        "",
+        "How to read it: every row is one number of the paper (claim ID from "
+        "`shared/reference/paper-targets.md`). *measured* comes from the run named in the experiment's "
+        "provenance below; *band* is the absolute tolerance in percentage points; *verdict* says whether the "
+        "measured value lies within the band. *profile* says which protocol produced the number: `paper` "
+        "(the paper's protocol), `fast` (a documented CPU-feasible reduction) or `ci` (minutes, for "
+        "regression tests). Errors and confidences are percentages. With several seeds the value is the "
+        "mean ± the 95% confidence half-width.",
+        "",
+        f"Summary: {counts['within']} numbers within tolerance, {counts['outside']} outside, "
+        f"{counts['shown']} figures produced; {counts['pending']} claim IDs not measured yet.",
+        "",
+        "## Claims",
+        "",
+        *table,
+        "",
+        "## Experiments",
+        "",
+    ]
+    by_profile = sorted(records, key=lambda r: (r["experiment"], PROFILE_ORDER.index(r["provenance"]["profile"])))
+    for rec in by_profile:
+        lines += experiment_section(rec)
+    lines += ["## Not measured yet", "", ", ".join(pending) if pending else "none", ""]
+    return "\n".join(lines)
+
+
+def write_report(results_dir: Path = RESULTS_DIR) -> Path:
+    path = Path(results_dir) / "REPORT.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_report(results_dir))
+    return path

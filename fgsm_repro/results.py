@@ -1,0 +1,108 @@
+"""Results files: measured values plus the provenance that says where they came from.
+
+``results/<experiment>.<profile>.json`` holds, per claim ID, the measured values (percent),
+the experiment's extra tables, its figures, its protocol deviations, and the provenance:
+git commit, config and its hash, dataset name + checksum + lossy flag, seeds, device,
+library versions, wall time and profile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from fgsm_repro.config import ExperimentConfig
+from fgsm_repro.data import DatasetInfo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "results"
+
+
+def git_state(cwd: Path = REPO_ROOT) -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}
+
+
+def device_info() -> dict:
+    dev = jax.devices()[0]
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"platform": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
+            "cpu": cpu, "cpu_count": os.cpu_count()}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("fgsm-repro", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def provenance(cfg: ExperimentConfig, config_file: str | Path | None, dataset: DatasetInfo, wall_time_s: float,
+               ) -> dict:
+    return {
+        **git_state(),
+        "config_file": str(Path(config_file).resolve().relative_to(REPO_ROOT))
+        if config_file and Path(config_file).resolve().is_relative_to(REPO_ROOT) else str(config_file),
+        "config_hash": cfg.hash(),
+        "config": cfg.model_dump(mode="json"),
+        "profile": cfg.profile,
+        "dataset": dataset.as_dict(),
+        "seeds": list(cfg.seeds),
+        "device": device_info(),
+        "versions": versions(),
+        "wall_time_s": round(wall_time_s, 2),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def result_path(experiment: str, profile: str, results_dir: Path = RESULTS_DIR) -> Path:
+    return Path(results_dir) / f"{experiment}.{profile}.json"
+
+
+def write_result(record: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
+    path = result_path(record["experiment"], record["provenance"]["profile"], results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)  # never leave a half-written results file
+    return path
+
+
+def read_results(results_dir: Path = RESULTS_DIR) -> list[dict]:
+    out = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "measured" in record and "provenance" in record:
+            record["_file"] = path.name
+            out.append(record)
+    return out
