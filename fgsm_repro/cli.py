@@ -254,7 +254,8 @@ def report(
 @data_app.command("import")
 def data_import(
     name: Annotated[str, typer.Argument(help="mnist or cifar10.")],
-    path: Annotated[Path, typer.Argument(help="Official files: MNIST IDX dir, CIFAR-10 archive, or split/class image folder.")],
+    path: Annotated[Path, typer.Argument(help="Official files: MNIST IDX dir, CIFAR-10 archive, or "
+                                         "split/class image folder.")],
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option(help="Replace a different dataset already stored under that name.")] = False,
 ):

@@ -153,7 +153,8 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
+    # A misspelt key also makes its correct spelling "missing": report the unknown key first.
+    first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":

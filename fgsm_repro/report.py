@@ -103,7 +103,8 @@ def experiment_section(rec: dict) -> list[str]:
         f"config `{p['config_file']}` (hash `{p['config_hash']}`), "
         f"dataset `{ds['name']}` {ds['version']} sha256 `{ds['sha256'][:16]}…` "
         f"({'LOSSY: ' + ds['label'] if ds.get('lossy') else 'lossless'}; {ds['source']}), "
-        f"seeds {p['seeds']}, device {p['device']['platform']} ({p['device']['cpu']}, {p['device']['cpu_count']} cores), "
+        f"seeds {p['seeds']}, device {p['device']['platform']} "
+        f"({p['device']['cpu']}, {p['device']['cpu_count']} cores), "
         f"wall time {p['wall_time_s']:.1f} s, finished {p['finished_at']}, file `results/{rec['_file']}`.",
         "",
     ]

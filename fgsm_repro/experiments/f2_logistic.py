@@ -34,7 +34,8 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     row, x_adv = clean_and_fgsm(trained, splits, cfg.attack)
     w = np.asarray(trained.params["Dense_0"]["kernel"])[:, 0].reshape(splits.x_test.shape[1:])
 
-    closed_form = splits.x_test - cfg.attack.eps * splits.y_test[:, None, None, None] * np.sign(w)[None]
+    step = (-cfg.attack.eps * splits.y_test[:, None, None, None] * np.sign(w)[None]).astype(np.float32)
+    closed_form = splits.x_test + step  # float32, as the attack computes it
     if cfg.attack.clip:
         closed_form = np.clip(closed_form, *cfg.attack.clip)
     gap = float(np.abs(x_adv - closed_form).max())

@@ -32,7 +32,7 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
         mean[claim], ci95[claim] = {}, {}
         for key, first in metrics.items():
             values = [o.measured[claim].get(key) for o in outcomes]
-            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            if len(values) > 1 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
                 arr = np.asarray(values, np.float64)
                 mean[claim][key] = float(arr.mean())
                 if len(arr) > 1:

@@ -1,0 +1,38 @@
+# fgsm-repro: `make reproduce-all` runs every implemented experiment and rebuilds the report;
+# `make test` installs what it needs and runs the tests. Both start from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= paper
+# Offline copies of the datasets (air-gapped machines): used when the folder exists,
+# otherwise TFDS downloads the data.
+OFFLINE_DATA ?= $(firstword $(wildcard ../shared/data))
+PYTEST_ARGS ?=
+
+.PHONY: install data test reproduce-all report lint clean-runs
+
+$(BIN)/fgsm-repro: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/fgsm-repro
+
+data: install
+	$(BIN)/fgsm-repro data prepare mnist $(if $(OFFLINE_DATA),--from $(OFFLINE_DATA)/mnist)
+
+test: data
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+reproduce-all: data
+	$(BIN)/fgsm-repro reproduce --profile $(PROFILE)
+
+report: install
+	$(BIN)/fgsm-repro report
+
+lint: install
+	$(BIN)/ruff check fgsm_repro tests
+
+clean-runs:
+	rm -rf runs

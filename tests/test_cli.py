@@ -1,0 +1,101 @@
+"""CLI integration on tiny configs: train -> attack -> reproduce -> report, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from typer.testing import CliRunner
+
+from fgsm_repro.cli import app
+
+TINY = """\
+experiment: t1_softmax
+claims: [T1.softmax]
+data: {dataset: mnist, validation_size: 10000}
+model: {name: softmax_regression}
+train:
+  epochs: 2
+  batch_size: 500
+  optimizer: {name: sgd, learning_rate: 0.1, momentum: 0.5}
+  checkpoint_every: 1
+attack: {eps: 0.25}
+"""
+
+pytestmark = pytest.mark.mnist
+
+
+def _cli(*args, env_data_dir=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if env_data_dir:
+        env["TFDS_DATA_DIR"] = str(env_data_dir)
+    return subprocess.run([sys.executable, "-m", "fgsm_repro.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=REPO)
+
+
+def test_train_attack_report(tmp_path, mnist_data_dir):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    res = runner.invoke(app, ["train", str(config), "--run-dir", str(run_dir), "--data-dir", str(mnist_data_dir),
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["epochs_run"] == 2 and 5.0 < info["test_error"] < 20.0
+
+    out = tmp_path / "attack.json"
+    res = runner.invoke(app, ["attack", str(run_dir), "--eps", "0.25", "--out", str(out), "--save-examples", "8",
+                              "--data-dir", str(mnist_data_dir)])
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.read_text())
+    assert record["adversarial"]["error"] > 90.0 > record["clean"]["error"]
+    assert record["provenance"]["dataset"]["name"] == "mnist"
+    assert (tmp_path / "attack.examples.npz").is_file()
+
+    res = runner.invoke(app, ["attack", str(run_dir), "--eps", "0.1", "--clip", "0,1", "--labels", "predicted",
+                              "--data-dir", str(mnist_data_dir)])
+    assert res.exit_code == 0, res.output
+
+    res = runner.invoke(app, ["reproduce", "T1.softmax", "--profile", "ci", "--results-dir", str(tmp_path / "res"),
+                              "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(mnist_data_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    report = (tmp_path / "res" / "REPORT.md").read_text()
+    assert "| T1.softmax | error | 99.90 |" in report and "`ci` profile" in report
+
+    # Training again resumes from the finished checkpoint instead of starting over.
+    res = runner.invoke(app, ["train", str(config), "--run-dir", str(run_dir), "--data-dir", str(mnist_data_dir),
+                              "--quiet"])
+    assert res.exit_code == 0 and json.loads((run_dir / "run.json").read_text())["test_error"] == info["test_error"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["attack", "/nonexistent-run"], "not a trained run"),
+    (["reproduce", "T9.none"], "unknown claim ID"),
+    (["reproduce", "S9.mpdbm"], "has no experiment yet"),
+    (["reproduce", "--profile", "huge"], "unknown profile"),
+    (["train", "configs/does-not-exist.yaml"], "config file not found"),
+])
+def test_errors_are_one_line(args, message):
+    res = _cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_missing_data_names_the_import_command(tmp_path):
+    res = _cli("train", "configs/t1_softmax.yaml", "--profile", "ci", "--run-dir", str(tmp_path / "r"),
+               env_data_dir=tmp_path / "empty")
+    assert res.returncode == 2
+    assert "fgsm-repro data import mnist" in res.stderr
+
+
+def test_negative_eps_on_the_command_line(tmp_path, mnist_data_dir):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("epochs: 2", "epochs: 1"))
+    assert _cli("train", str(config), "--run-dir", str(tmp_path / "run"), "--data-dir", str(mnist_data_dir),
+                "--quiet").returncode == 0
+    res = _cli("attack", str(tmp_path / "run"), "--eps", "-0.5", "--data-dir", str(mnist_data_dir))
+    assert res.returncode == 2 and "eps" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

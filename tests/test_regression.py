@@ -1,0 +1,53 @@
+"""Regression: re-run the `ci` profile of every experiment and compare with the numbers
+recorded in results/<experiment>.ci.json (measured by `fgsm-repro reproduce --profile ci`).
+
+Tolerances (absolute, percentage points): the runs are deterministic for a given seed, JAX
+version and machine, so differences come only from floating-point reductions that differ
+across CPUs and thread counts; they move a few test examples at most.
+"""
+
+import json
+
+import pytest
+from conftest import REPO
+
+from fgsm_repro.config import experiment_configs
+from fgsm_repro.experiments.common import Context
+from fgsm_repro.experiments.runner import run_config
+
+TOLERANCE = {"error": 1.0, "clean_error": 0.5, "confidence": 1.5}
+RECORDED = REPO / "results"
+
+pytestmark = [pytest.mark.mnist, pytest.mark.regression]
+
+
+def _tolerance(metric: str) -> float | None:
+    if metric in ("error", "clean_error", "fgsm_error") or metric.startswith("error_"):
+        return TOLERANCE["clean_error" if metric == "clean_error" else "error"]
+    if metric.startswith("confidence") or metric.startswith("fgsm_confidence"):
+        return TOLERANCE["confidence"]
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(experiment_configs()))
+def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir):
+    recorded_file = RECORDED / f"{name}.ci.json"
+    assert recorded_file.is_file(), f"no recorded ci numbers: run `fgsm-repro reproduce --profile ci` ({name})"
+    recorded = json.loads(recorded_file.read_text())
+    ctx = Context(data_dir=mnist_data_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+                  show_progress=False)
+    fresh = json.loads(run_config(experiment_configs()[name], "ci", ctx).read_text())
+
+    assert fresh["provenance"]["config_hash"] == recorded["provenance"]["config_hash"], "ci config changed"
+    assert fresh["provenance"]["dataset"]["sha256"] == recorded["provenance"]["dataset"]["sha256"]
+    compared = 0
+    for claim, metrics in recorded["measured"].items():
+        for metric, value in metrics.items():
+            tol = _tolerance(metric)
+            if tol is None or value is None:
+                continue
+            assert fresh["measured"][claim][metric] == pytest.approx(value, abs=tol), (claim, metric)
+            compared += 1
+    assert compared >= 2
+    for figure in fresh["figures"].values():
+        assert (tmp_path / "results" / figure).is_file()

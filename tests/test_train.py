@@ -1,0 +1,73 @@
+"""Training: determinism from the seed, early stopping, and exact resume from checkpoints."""
+
+import jax
+import numpy as np
+import pytest
+
+from fgsm_repro.config import TrainConfig
+from fgsm_repro.models import build_model
+from fgsm_repro.train import fit
+
+
+def _toy(seed=0, n=600):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 1), dtype=np.float32)
+    y = (x[:, 2:5, 2:5, 0].mean((1, 2)) > x[:, 5:, 5:, 0].mean((1, 2))).astype(np.int32)
+    return x[:500], y[:500], x[500:], y[500:]
+
+
+def _cfg(**kw):
+    base = dict(epochs=6, batch_size=50, optimizer={"name": "sgd", "learning_rate": 0.5, "momentum": 0.5},
+                checkpoint_every=2, weight_decay=1e-4)
+    return TrainConfig(**{**base, **kw})
+
+
+def _assert_same(a, b):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_training_learns_and_the_seed_fixes_the_run():
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    data = _toy()
+    a = fit(model, objective, _cfg(), *data, seed=3)
+    b = fit(model, objective, _cfg(), *data, seed=3)
+    _assert_same(a.params, b.params)
+    assert a.history[-1]["loss"] < a.history[0]["loss"]
+    assert a.history[-1]["val_error"] < 25.0
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    data = _toy()
+    whole = fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "whole", config_hash="h")
+
+    def interrupt(record, params):
+        if record["epoch"] == 5:  # after the epoch-4 checkpoint, before the epoch-6 one
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
+            on_epoch=interrupt)
+    resumed = fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h")
+    _assert_same(whole.params, resumed.params)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history == whole.history
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    from fgsm_repro.errors import ReproError
+
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    fit(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="one")
+    with pytest.raises(ReproError, match="another config"):
+        fit(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="two")
+
+
+def test_early_stopping_keeps_the_best_validation_parameters():
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    result = fit(model, objective, _cfg(epochs=40, early_stopping_patience=3), *_toy(), seed=0)
+    best = min(r["val_error"] for r in result.history)
+    assert result.best_val_error == best
+    assert result.epochs_run - result.best_epoch <= 3
+    assert result.history[result.best_epoch - 1]["val_error"] == best
