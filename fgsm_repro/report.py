@@ -15,6 +15,8 @@ def _fmt(value, digits: int = 2) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2g}"  # e.g. weight decays of 1e-4
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -36,10 +38,19 @@ def _dataset_label(rec: dict) -> str:
     return label
 
 
+def _notes(target, rec: dict) -> str:
+    """The target's own caveat, and where the protocol deviations of the run are listed."""
+    parts = [target.note] if target.note else []
+    if rec.get("deviations"):
+        parts.append(f"{len(rec['deviations'])} protocol deviation(s): see {rec['experiment']} "
+                     f"(`{rec['provenance']['profile']}`) below")
+    return "; ".join(parts) or "—"
+
+
 def claims_table(records: list[dict]) -> tuple[list[str], dict]:
     best = _best_records(records)
-    lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0}
     for target in TARGETS:
         rec = best.get(target.claim)
@@ -63,7 +74,7 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
                 verdict += " (JPEG mirror — not the paper's data)"
         lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
                      f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "
-                     f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} |")
+                     f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} | {_notes(target, rec)} |")
     counts["pending"] = len([c for c in claim_ids() if c not in best])
     return lines, counts
 
