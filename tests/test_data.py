@@ -183,3 +183,34 @@ def test_jpeg_tarball_is_stored_as_lossy_and_labelled(tmp_path):
     assert ds.info.lossy and ds.info.name == "cifar10_jpeg"
     _, changed = import_dataset("cifar10", tarball, tmp_path / "tfds", expected_sizes=TINY)
     assert not changed
+
+
+# ---- the online path (TFDS download), with TFDS's downloader replaced: no network here ----
+
+@pytest.mark.mnist
+def test_download_path_stores_what_the_offline_import_stores(tmp_path, monkeypatch, mnist_data_dir):
+    from fgsm_repro.data import download_dataset, store
+
+    def fake_download(urls, download_dir):  # serves the shared copies instead of the official URLs
+        assert set(urls) == set(store.DOWNLOAD_URLS["mnist"])
+        return {name: SHARED_DATA / "mnist" / name for name in urls}
+
+    monkeypatch.setattr(store, "_check_reachable", lambda name, data_dir: None)
+    monkeypatch.setattr(store, "_download", fake_download)
+    info = download_dataset("mnist", tmp_path)
+    assert info.source.startswith("tfds download") and not info.lossy
+    assert info.sha256 == load_dataset("mnist", mnist_data_dir).info.sha256  # same order, same pixels
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist"]  # no staging or temp folders left
+
+
+def test_download_without_network_fails_fast_naming_the_import(tmp_path, monkeypatch):
+    import socket
+
+    from fgsm_repro.data import download_dataset
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("no network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(ReproError, match="fgsm-repro data import mnist PATH"):
+        download_dataset("mnist", tmp_path)

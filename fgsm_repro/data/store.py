@@ -5,7 +5,8 @@ Online and offline end in the same place: an ``array_record`` TFDS dataset at
 plus ``provenance.json`` beside it (source, file checksums, lossy flag, and the sha256 of the
 decoded arrays, which is the dataset checksum carried into every result).
 
-- Online: ``tfds.builder(name).download_and_prepare(file_format="array_record")``.
+- Online: TFDS's DownloadManager fetches the official files (the URLs of TFDS's own builders),
+  which then go through the same verification and storage as the offline import.
 - Offline: the official files are read and verified (:mod:`fgsm_repro.data.sources`), written
   with ``tfds.dataset_builders.store_as_tfds_dataset`` into a staging folder inside the data
   dir, read back and checked, then moved into place with one rename: an import either
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -128,7 +130,8 @@ def _examples(images: np.ndarray, labels: np.ndarray):
 
 
 def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = None, *,
-                   force: bool = False, expected_sizes: dict[str, int] | None = None) -> tuple[DatasetInfo, bool]:
+                   force: bool = False, expected_sizes: dict[str, int] | None = None,
+                   source_label: str = "offline import") -> tuple[DatasetInfo, bool]:
     """Read, verify and store the official files at `path` as a TFDS dataset.
 
     Returns (info, changed): `changed` is False when the same data was already there
@@ -157,7 +160,7 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
     provenance = {
         "name": stored_name,
         "version": TFDS_VERSIONS[stored_name],
-        "source": f"offline import ({raw.source_format})",
+        "source": f"{source_label} ({raw.source_format})",
         "source_path": str(Path(path).resolve()),
         "files": raw.files,
         "lossy": raw.lossy,
@@ -196,27 +199,61 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
     return _info_from_provenance(stored_name, provenance), True
 
 
-def download_dataset(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
-    """Online path: let TFDS download and prepare `name`, then record provenance."""
+# The official files, as TFDS's own builders download them. The online path downloads these
+# with TFDS's DownloadManager and imports them like the offline path: TFDS's prepared `mnist`
+# is shuffled, while the recipes need the official order (train[:50000] / train[50000:]).
+DOWNLOAD_URLS = {
+    "mnist": {f"{stem}.gz": f"https://storage.googleapis.com/cvdf-datasets/mnist/{stem}.gz"
+              for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
+    "cifar10": {"cifar-10-binary.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"},
+}
+
+
+def _offline_hint(name: str, data_dir: Path, why: str) -> ReproError:
+    return ReproError(f"TFDS could not download {name} into {data_dir} ({why}); without internet run "
+                      f"`fgsm-repro data import {name} PATH` with the official files")
+
+
+def _check_reachable(name: str, data_dir: Path) -> None:
+    """Fail at once when the download host does not resolve (TFDS would retry for minutes)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # a proxy resolves names for us
+    host = next(iter(DOWNLOAD_URLS[name].values())).split("/")[2]
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        raise _offline_hint(name, data_dir, f"cannot resolve {host}") from None
+
+
+def _download(urls: dict[str, str], download_dir: Path) -> dict[str, Path]:
     import tensorflow_datasets as tfds
 
+    manager = tfds.download.DownloadManager(download_dir=download_dir, register_checksums=False,
+                                            force_checksums_validation=False)
+    return {name: Path(p) for name, p in manager.download(urls).items()}
+
+
+def download_dataset(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Online path: TFDS's DownloadManager fetches the official files, which are then verified
+    and stored exactly as by the offline import (same order, same checksum)."""
+    if name not in DOWNLOAD_URLS:
+        raise ReproError(f"unknown dataset {name!r}; known: {', '.join(DOWNLOAD_URLS)}")
     data_dir = Path(data_dir or default_data_dir())
     target = dataset_dir(name, data_dir)
-    if not (_is_prepared(target) and (target / PROVENANCE_FILE).is_file()):
-        if not _is_prepared(target):
-            try:
-                tfds.builder(name, data_dir=str(data_dir)).download_and_prepare(file_format="array_record")
-            except Exception as e:  # network errors come in many types
-                raise ReproError(
-                    f"TFDS could not download {name} into {data_dir} ({type(e).__name__}); without internet "
-                    f"run `fgsm-repro data import {name} PATH` with the official files") from None
-        splits = _read_splits(target)
-        provenance = {"name": name, "version": TFDS_VERSIONS[name], "source": "tfds download",
-                      "lossy": False, "label": f"{name} (official, lossless)",
-                      "content_sha256": content_sha256(splits),
-                      "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}}
-        (target / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
-    return _info_from_provenance(name, read_provenance(target))
+    if _is_prepared(target):
+        return _info_from_provenance(name, read_provenance(target))
+    _check_reachable(name, data_dir)
+    try:
+        paths = _download(DOWNLOAD_URLS[name], data_dir / "downloads")
+    except Exception as e:  # network errors come in many types
+        raise _offline_hint(name, data_dir, type(e).__name__) from None
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        for official_name, path in paths.items():  # give the downloads their official names
+            (Path(tmp) / official_name).symlink_to(Path(path).resolve())
+        source = Path(tmp) / next(iter(paths)) if name == "cifar10" else Path(tmp)
+        info, _ = import_dataset(name, source, data_dir, source_label="tfds download")
+    return info
 
 
 # --------------------------------------------------------------------------------------
