@@ -142,7 +142,9 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
     state = init_state(model, tx, x_train, seed)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
 
-    best_params, best_val, best_epoch, history, start, done = state.params, None, 0, [], 0, False
+    # A copy: train_epoch donates (frees) the buffers of the state it is given.
+    best_params = jax.tree.map(jnp.copy, state.params)
+    best_val, best_epoch, history, start, done = None, 0, [], 0, False
     ckpt = _Checkpointer(checkpoint_dir, config_hash) if checkpoint_dir else None
     if ckpt:
         restored = ckpt.restore({"state": state, "best_params": best_params})

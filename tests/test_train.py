@@ -71,3 +71,12 @@ def test_early_stopping_keeps_the_best_validation_parameters():
     assert result.best_val_error == best
     assert result.epochs_run - result.best_epoch <= 3
     assert result.history[result.best_epoch - 1]["val_error"] == best
+
+
+def test_without_validation_the_last_parameters_are_kept_and_checkpointed(tmp_path):
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    x, y, _, _ = _toy()
+    result = fit(model, objective, _cfg(epochs=3), x, y, None, None, seed=0, checkpoint_dir=tmp_path, config_hash="h")
+    again = fit(model, objective, _cfg(epochs=3), x, y, None, None, seed=0)
+    _assert_same(result.params, again.params)
+    assert result.best_epoch == 3 and result.best_val_error is None
