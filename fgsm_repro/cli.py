@@ -76,18 +76,22 @@ def train(
     splits = make_splits(cfg.data, data_dir)
     model, objective = build_model(cfg.model.name, cfg.model.options)
     result = fit_logged(model, objective, cfg.train, splits, seed, ctx, label=f"train {Path(config).stem} [{profile}]",
-                        checkpoint_dir=run_dir / "checkpoints", config_hash=f"{cfg.hash()}-seed{seed}")
+                        checkpoint_dir=run_dir / "checkpoints", config_hash=f"{cfg.training_hash()}-seed{seed}")
     clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
-    final = run_dir / "final"
-    if final.exists():
-        shutil.rmtree(final)
+    # Write the final parameters beside, then swap them in: never a half-written `final/`.
+    final, staged = run_dir / "final", run_dir / "final.partial"
+    shutil.rmtree(staged, ignore_errors=True)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(final, result.params)
+        ckptr.save(staged, result.params)
+    shutil.rmtree(final, ignore_errors=True)
+    staged.rename(final)
     info = {"config": str(Path(config).resolve()), "profile": profile, "seed": seed, "config_hash": cfg.hash(),
+            "training_hash": cfg.training_hash(),
             "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "val_error": result.best_val_error, "test_error": clean["error"],
             "wall_time_s": round(time.perf_counter() - start, 2)}
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    (run_dir / "run.json.partial").write_text(json.dumps(info, indent=2))
+    (run_dir / "run.json.partial").replace(run_dir / "run.json")
     out.print(f"trained {cfg.model.name} on {splits.info.label}: {result.epochs_run} epochs "
               f"(best {result.best_epoch}), validation error {_pct(result.best_val_error)}, "
               f"test error {_pct(clean['error'])}  ->  {run_dir}")
@@ -114,7 +118,8 @@ def attack(
     clip: Annotated[str | None, typer.Option(help="LOW,HIGH to clip the examples, or none [default: the config's]."
                                              )] = None,
     labels: Annotated[str | None, typer.Option(help="true or predicted labels [default: the config's].")] = None,
-    save_examples: Annotated[int, typer.Option(help="Save this many clean/adversarial test examples (.npz).")] = 0,
+    save_examples: Annotated[int, typer.Option(min=0, help="Save this many clean/adversarial test examples (.npz).")
+                             ] = 0,
     output: Annotated[Path | None, typer.Option("--out", help="Write the metrics as JSON here.")] = None,
     data_dir: DataDirOpt = None,
 ):
@@ -133,8 +138,15 @@ def attack(
     info_path = Path(run_dir) / "run.json"
     if not info_path.is_file():
         raise ReproError(f"{run_dir}: not a trained run (no run.json); train one with `fgsm-repro train CONFIG`")
-    info = json.loads(info_path.read_text())
-    cfg = load_config(info["config"], info["profile"])
+    try:
+        info = json.loads(info_path.read_text())
+        config_path, profile, trained_hash = info["config"], info["profile"], info["training_hash"]
+    except (ValueError, KeyError) as e:
+        raise ReproError(f"{info_path}: unreadable run record ({type(e).__name__}: {e}); train again") from None
+    cfg = load_config(config_path, profile)
+    if cfg.training_hash() != trained_hash:
+        raise ReproError(f"the data/model/train sections of {config_path} changed since {run_dir} was trained; "
+                         "train again or restore the config")
     settings = cfg.attack.model_dump()
     if eps is not None:
         settings["eps"] = eps
@@ -151,8 +163,12 @@ def attack(
     splits = make_splits(cfg.data, data_dir)
     model, objective = build_model(cfg.model.name, cfg.model.options)
     template = init_state(model, make_optimizer(cfg.train.optimizer), splits.x_test, 0).params
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(Path(run_dir).resolve() / "final", template)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(Path(run_dir).resolve() / "final", template)
+    except Exception as e:  # orbax raises many types for missing or damaged checkpoints
+        raise ReproError(f"{run_dir}/final: cannot restore the trained parameters ({type(e).__name__}); "
+                         "train again") from None
     clean = evaluate(model, objective, params, splits.x_test, splits.y_test)
     adv, x_adv = fgsm_metrics(model, objective, params, splits.x_test, splits.y_test, attack_cfg)
 

@@ -62,7 +62,7 @@ class TrainConfig(_Strict):
     epochs: PositiveInt
     batch_size: PositiveInt = 100
     optimizer: OptimizerConfig
-    # L2 penalty (coefficient times sum of squared weights, biases excluded).
+    # L2 penalty weight_decay/2·‖w‖² on the weights (adds weight_decay·w to their gradient); biases excluded.
     weight_decay: NonNegativeFloat = 0.0
     # Stop after this many epochs without a new best validation error; keep the best
     # parameters. None: train for `epochs` and keep the last parameters.
@@ -133,12 +133,26 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"unknown experiment {self.experiment!r}; known: {sorted(EXPERIMENTS)}")
         if self.model.name not in MODELS:
             raise ValueError(f"unknown model {self.model.name!r}; known: {sorted(MODELS)}")
+        binary = MODELS[self.model.name].objective.binary
+        if binary != (self.data.classes is not None):
+            raise ValueError(f"model {self.model.name} needs " + (
+                "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
+        if self.select and len(self.select.weight_decay) > 1 and self.data.validation_size == 0:
+            raise ValueError("select needs a validation set (data.validation_size > 0)")
         return self
 
     def hash(self) -> str:
         """sha256 of the resolved config (after the profile merge), first 16 hex digits."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return _hash(self.model_dump(mode="json"))
+
+    def training_hash(self) -> str:
+        """Hash of what determines trained parameters (data, model, train): checkpoints stay
+        valid when only prose, the attack or the sweeps change."""
+        return _hash(self.model_dump(mode="json", include={"data", "model", "train"}))
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -22,7 +22,10 @@ def kernel_init(init: str | float) -> Callable:
         return nn.initializers.zeros_init()
     if init == "lecun_normal":
         return nn.initializers.lecun_normal()
-    r = float(init)
+    try:
+        r = float(init)
+    except (TypeError, ValueError):
+        raise ReproError(f"weight_init must be 'zeros', 'lecun_normal' or a number, got {init!r}") from None
 
     def uniform(key, shape, dtype=jax.numpy.float32):
         return jax.random.uniform(key, shape, dtype, -r, r)

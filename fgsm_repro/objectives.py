@@ -20,6 +20,7 @@ class Objective(NamedTuple):
     loss: Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> (N,)
     predict: Callable[[jax.Array], jax.Array]  # logits -> labels
     confidence: Callable[[jax.Array], jax.Array]  # logits -> prob. of the predicted label
+    binary: bool = False  # labels in {-1, +1} rather than 0..K-1
 
 
 SOFTMAX = Objective(
@@ -32,6 +33,7 @@ LOGISTIC = Objective(
     loss=lambda f, y: jax.nn.softplus(-y * f),
     predict=lambda f: jnp.where(f >= 0, 1, -1),
     confidence=lambda f: jax.nn.sigmoid(jnp.abs(f)),
+    binary=True,
 )
 
 OBJECTIVES = {"softmax": SOFTMAX, "logistic": LOGISTIC}

@@ -111,8 +111,9 @@ class _Checkpointer:
             state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
         meta = restored["meta"]
         if meta.get("config_hash") != self.config_hash:
-            raise ReproError(f"{self.manager.directory} holds a checkpoint of another config "
-                             f"(hash {meta.get('config_hash')}, this one {self.config_hash}); use another --run-dir")
+            raise ReproError(f"{self.manager.directory} holds a checkpoint of another training config "
+                             f"(hash {meta.get('config_hash')}, this one {self.config_hash}); delete that directory "
+                             "to start over")
         return restored["state"], meta
 
     def save(self, epoch: int, arrays: dict, meta: dict) -> None:
@@ -170,7 +171,8 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
             if ckpt and (epoch % cfg.checkpoint_every == 0 or done):
                 # Host copies: orbax writes in the background while the next epoch runs.
                 ckpt.save(epoch, jax.device_get({"state": state, "best_params": best_params}),
-                          {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "history": history,
+                          {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
+                           "history": [dict(r) for r in history],  # a snapshot: orbax serializes it later
                            "done": done})
             if stop:
                 break

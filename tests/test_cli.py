@@ -10,6 +10,7 @@ from conftest import REPO
 from typer.testing import CliRunner
 
 from fgsm_repro.cli import app
+from fgsm_repro.errors import ReproError
 
 TINY = """\
 experiment: t1_softmax
@@ -68,7 +69,15 @@ def test_train_attack_report(tmp_path, mnist_data_dir):
     # Training again resumes from the finished checkpoint instead of starting over.
     res = runner.invoke(app, ["train", str(config), "--run-dir", str(run_dir), "--data-dir", str(mnist_data_dir),
                               "--quiet"])
-    assert res.exit_code == 0 and json.loads((run_dir / "run.json").read_text())["test_error"] == info["test_error"]
+    again = json.loads((run_dir / "run.json").read_text())
+    assert res.exit_code == 0 and again["test_error"] == info["test_error"]
+    assert again["wall_time_s"] < info["wall_time_s"] or again["epochs_run"] == 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1", "2"]  # no new epochs
+
+    # An edited training config no longer matches the trained parameters.
+    config.write_text(TINY.replace("learning_rate: 0.1", "learning_rate: 0.2"))
+    res = runner.invoke(app, ["attack", str(run_dir), "--data-dir", str(mnist_data_dir)])
+    assert isinstance(res.exception, ReproError) and "changed since" in str(res.exception)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -77,12 +86,18 @@ def test_train_attack_report(tmp_path, mnist_data_dir):
     (["reproduce", "S9.mpdbm"], "has no experiment yet"),
     (["reproduce", "--profile", "huge"], "unknown profile"),
     (["train", "configs/does-not-exist.yaml"], "config file not found"),
+    (["data", "info", "imagenet"], "unknown dataset"),
 ])
 def test_errors_are_one_line(args, message):
     res = _cli(*args)
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_option_out_of_range_is_refused_by_the_parser():
+    res = _cli("attack", "/nonexistent-run", "--save-examples", "-3")
+    assert res.returncode == 2 and "Invalid value" in res.stderr
 
 
 def test_missing_data_names_the_import_command(tmp_path):

@@ -53,6 +53,9 @@ def test_profiles_override_and_change_the_hash(tmp_path):
     (GOOD.replace("train:\n", "train: [\n"), "invalid YAML at line"),
     ("- just\n- a list\n", "expected a mapping"),
     (GOOD + "  paperish: {}\n", "unknown profile"),
+    (GOOD + "data: {classes: [3, 7]}\n", "needs all classes"),
+    (GOOD.replace("softmax_regression", "logistic_regression"), "needs a binary task"),
+    (GOOD + "select: {weight_decay: [0, 0.1]}\ndata: {validation_size: 0}\n", "select needs a validation set"),
 ])
 def test_bad_config_is_a_one_line_error_naming_file_and_field(tmp_path, text, message):
     path = _write(tmp_path, text)

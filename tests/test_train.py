@@ -49,7 +49,10 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
             on_epoch=interrupt)
-    resumed = fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h")
+    trained_epochs = []
+    resumed = fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
+                  on_epoch=lambda record, params: trained_epochs.append(record["epoch"]))
+    assert trained_epochs == [5, 6]  # resumed from the epoch-4 checkpoint, not restarted
     _assert_same(whole.params, resumed.params)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert resumed.history == whole.history
@@ -60,17 +63,22 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
 
     model, objective = build_model("softmax_regression", {"num_classes": 2})
     fit(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="one")
-    with pytest.raises(ReproError, match="another config"):
+    with pytest.raises(ReproError, match="another training config"):
         fit(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="two")
 
 
 def test_early_stopping_keeps_the_best_validation_parameters():
     model, objective = build_model("softmax_regression", {"num_classes": 2})
-    result = fit(model, objective, _cfg(epochs=40, early_stopping_patience=3), *_toy(), seed=0)
+    from fgsm_repro.evaluation import predict
+    from fgsm_repro.metrics import error_rate
+
+    x, y, x_val, y_val = _toy()
+    result = fit(model, objective, _cfg(epochs=200, early_stopping_patience=3), x, y, x_val, y_val, seed=0)
     best = min(r["val_error"] for r in result.history)
-    assert result.best_val_error == best
-    assert result.epochs_run - result.best_epoch <= 3
-    assert result.history[result.best_epoch - 1]["val_error"] == best
+    assert result.epochs_run < 200 and result.epochs_run == result.best_epoch + 3  # stopped by patience
+    assert result.best_val_error == best == result.history[result.best_epoch - 1]["val_error"]
+    assert error_rate(predict(model, objective, result.params, x_val)[0], y_val) == best  # the best params
+    assert result.history[-1]["val_error"] >= best
 
 
 def test_without_validation_the_last_parameters_are_kept_and_checkpointed(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 
 from fgsm_repro.config import DataConfig
 from fgsm_repro.data.store import DatasetInfo, load_dataset
+from fgsm_repro.errors import ReproError
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ def make_splits(cfg: DataConfig, data_dir: str | Path | None = None) -> Splits:
     (before selecting classes, so a binary task's validation set comes from the same images)."""
     ds = load_dataset(cfg.dataset, data_dir)
     n_train = len(ds.train_labels) - cfg.validation_size
+    if n_train <= 0:
+        raise ReproError(f"data.validation_size {cfg.validation_size} leaves no training examples "
+                         f"({len(ds.train_labels)} in the official training set)")
     x_all = ds.train_images.astype(np.float32) / 255.0
     x_test = ds.test_images.astype(np.float32) / 255.0
     x_train, y_train = _select(x_all[:n_train], ds.train_labels[:n_train], cfg.classes)

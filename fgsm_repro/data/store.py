@@ -82,6 +82,8 @@ def content_sha256(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
 
 
 def dataset_dir(name: str, data_dir: Path) -> Path:
+    if name not in TFDS_VERSIONS:
+        raise ReproError(f"unknown dataset {name!r}; known: {', '.join(n for n in TFDS_VERSIONS if n in CLASS_NAMES)}")
     return Path(data_dir) / name / TFDS_VERSIONS[name]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
+import jax
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -86,7 +87,7 @@ def train_with_selection(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: 
         result = fit_for_experiment(model, objective, train_cfg, splits, seed, ctx, cfg, tag=f"wd{wd:g}")
         rows.append({"weight_decay": wd, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "val_error": result.best_val_error})
-        if best is None or (result.best_val_error or 0) < (best[1].best_val_error or 0):
+        if best is None or result.best_val_error < best[1].best_val_error:  # config ensures a validation set
             best = (wd, result)
     wd, result = best
     return Trained(model, objective, result.params, result, wd, rows)
@@ -114,7 +115,7 @@ def fit_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainC
     run_dir = ctx.runs_dir / f"{cfg.experiment}.{cfg.profile}" / f"seed{seed}-{tag}" if checkpoint else None
     return fit_logged(model, objective, train_cfg, splits, seed, ctx,
                       label=f"{cfg.experiment} [{cfg.profile}] seed {seed} {tag}", checkpoint_dir=run_dir,
-                      config_hash=f"{cfg.hash()}-{tag}", on_epoch=on_epoch)
+                      config_hash=f"{cfg.training_hash()}-{tag}", on_epoch=on_epoch)
 
 
 def fgsm_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
@@ -125,15 +126,9 @@ def fgsm_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, 
 
 
 def weight_norms(params) -> dict[str, float]:
-    kernels = [np.asarray(p) for p in _leaves(params) if np.ndim(p) > 1]
+    kernels = [np.asarray(p) for p in jax.tree.leaves(params) if np.ndim(p) > 1]
     return {"weight_l1": float(sum(np.abs(k).sum() for k in kernels)),
             "weight_l2": float(np.sqrt(sum((k ** 2).sum() for k in kernels)))}
-
-
-def _leaves(tree):
-    import jax
-
-    return jax.tree.leaves(tree)
 
 
 def clean_and_fgsm(trained: Trained, splits: Splits, attack: AttackConfig) -> tuple[dict, np.ndarray]:

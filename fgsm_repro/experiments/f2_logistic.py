@@ -23,6 +23,7 @@ import numpy as np
 
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
+from fgsm_repro.evaluation import predict
 from fgsm_repro.experiments.common import Context, Outcome, clean_and_fgsm, train_with_selection
 
 CLAIMS = ("F2.clean", "F2.adv", "F2.images")
@@ -34,7 +35,10 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     row, x_adv = clean_and_fgsm(trained, splits, cfg.attack)
     w = np.asarray(trained.params["Dense_0"]["kernel"])[:, 0].reshape(splits.x_test.shape[1:])
 
-    step = (-cfg.attack.eps * splits.y_test[:, None, None, None] * np.sign(w)[None]).astype(np.float32)
+    # The closed form x − ε·y·sign(w) holds for the labels the attack used.
+    y_used = splits.y_test if cfg.attack.labels == "true" else predict(
+        trained.model, trained.objective, trained.params, splits.x_test)[0]
+    step = (-cfg.attack.eps * y_used[:, None, None, None] * np.sign(w)[None]).astype(np.float32)
     closed_form = splits.x_test + step  # float32, as the attack computes it
     if cfg.attack.clip:
         closed_form = np.clip(closed_form, *cfg.attack.clip)

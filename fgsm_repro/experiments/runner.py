@@ -35,8 +35,7 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
             if len(values) > 1 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
                 arr = np.asarray(values, np.float64)
                 mean[claim][key] = float(arr.mean())
-                if len(arr) > 1:
-                    ci95[claim][key] = float(_t95(len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
+                ci95[claim][key] = float(_t95(len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
             else:
                 mean[claim][key] = first
     return mean, {c: v for c, v in ci95.items() if v}
