@@ -34,7 +34,8 @@ def git_state(cwd: Path = REPO_ROOT) -> dict:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Results files change as runs finish; they do not make the code that produced them dirty.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}
 
 
