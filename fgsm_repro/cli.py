@@ -162,7 +162,7 @@ def attack(
     start = time.perf_counter()
     splits = make_splits(cfg.data, data_dir)
     model, objective = build_model(cfg.model.name, cfg.model.options)
-    template = init_state(model, make_optimizer(cfg.train.optimizer), splits.x_test, 0).params
+    template = init_state(model, make_optimizer(cfg.train), splits.x_test, 0).params
     try:
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore(Path(run_dir).resolve() / "final", template)

@@ -53,9 +53,35 @@ class ModelConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    name: Literal["sgd", "adam"] = "sgd"
+    # sgd / adam: optax's. classical_momentum: pylearn2's v ← m·v − lr·g, θ ← θ + v, with the lr
+    # divided by lr_decay_factor after every update (not below min_learning_rate) and the
+    # momentum rising linearly to final_momentum at epoch momentum_saturate_epoch.
+    name: Literal["sgd", "adam", "classical_momentum"] = "sgd"
     learning_rate: PositiveFloat
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    lr_decay_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.0
+    min_learning_rate: NonNegativeFloat = 0.0
+    final_momentum: Annotated[float, Field(ge=0, lt=1)] | None = None
+    momentum_saturate_epoch: PositiveInt | None = None
+
+
+class AdversarialTrainingConfig(_Strict):
+    """J̃ = α·J(x) + (1−α)·J(x + η), η regenerated every step and treated as a constant.
+
+    perturbation: ``fgsm`` η = ε·sign(∇ₓJ) (§6); ``random_sign`` η = ±ε per pixel and
+    ``uniform`` η ~ U(−ε, ε) are the paper's noise controls (S6.noise_*).
+    """
+
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+    eps: NonNegativeFloat = 0.25
+    perturbation: Literal["fgsm", "random_sign", "uniform"] = "fgsm"
+
+
+class Stage2Config(_Strict):
+    """pylearn2's second stage: continue from the best stage-1 state on train + validation until
+    the objective on the former validation part falls to stage 1's best training objective."""
+
+    max_epochs: PositiveInt
 
 
 class TrainConfig(_Strict):
@@ -67,7 +93,13 @@ class TrainConfig(_Strict):
     # Stop after this many epochs without a new best validation error; keep the best
     # parameters. None: train for `epochs` and keep the last parameters.
     early_stopping_patience: PositiveInt | None = None
+    # What early stopping watches: clean validation error, or the validation error under FGSM
+    # with the adversarial-training ε (T2.adv1600).
+    early_stopping_on: Literal["error", "adversarial_error"] = "error"
     checkpoint_every: PositiveInt = 5
+    max_col_norm: PositiveFloat | None = None  # max-norm constraint on every weight column
+    adversarial: AdversarialTrainingConfig | None = None
+    stage2: Stage2Config | None = None
 
 
 class AttackConfig(_Strict):
@@ -113,6 +145,9 @@ class ExperimentConfig(_Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     select: SelectionConfig | None = None
     sensitivity: SensitivityConfig | None = None
+    # For experiments that compare a model with its adversarially trained twin (same `train`
+    # section plus this objective).
+    adversarial_training: AdversarialTrainingConfig | None = None
 
     @field_validator("claims")
     @classmethod

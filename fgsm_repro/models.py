@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from fgsm_repro.errors import ReproError
 from fgsm_repro.objectives import LOGISTIC, SOFTMAX, Objective
@@ -54,6 +55,44 @@ class LogisticRegression(nn.Module):
         return nn.Dense(1, kernel_init=kernel_init(self.weight_init))(x.reshape(x.shape[0], -1))[:, 0]
 
 
+class MaxoutMLP(nn.Module):
+    """Permutation-invariant maxout network of the pylearn2 ``mnist_pi`` recipe (§4, §6).
+
+    `layers` maxout layers of `units` units × `pieces` pieces, then a softmax layer. Pieces are
+    contiguous: unit k is the max over pre-activations k·pieces … k·pieces + pieces − 1.
+    Dropout, with the recipe's quirk: input pixels are kept with probability `input_keep` and
+    *not* rescaled; the inputs of the later layers are kept with `hidden_keep` and scaled by
+    1/`hidden_keep`. No dropout at test time.
+    """
+
+    units: int = 240
+    pieces: int = 5
+    layers: int = 2
+    num_classes: int = 10
+    weight_init: str | float = 0.005  # U(−.005, .005)
+    input_keep: float = 0.8
+    hidden_keep: float = 0.5
+
+    def _hidden_dropout(self, h, train: bool):
+        if not train or self.hidden_keep >= 1:
+            return h
+        keep = jax.random.bernoulli(self.make_rng("dropout"), self.hidden_keep, h.shape)
+        return jnp.where(keep, h / self.hidden_keep, 0.0)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = x.reshape(x.shape[0], -1)
+        if train and self.input_keep < 1:  # unscaled input dropout (pylearn2 input_scales = 1)
+            h = h * jax.random.bernoulli(self.make_rng("dropout"), self.input_keep, h.shape)
+        for i in range(self.layers):
+            if i:
+                h = self._hidden_dropout(h, train)
+            z = nn.Dense(self.units * self.pieces, kernel_init=kernel_init(self.weight_init), name=f"maxout{i}")(h)
+            h = z.reshape(z.shape[0], self.units, self.pieces).max(axis=-1)
+        h = self._hidden_dropout(h, train)
+        return nn.Dense(self.num_classes, kernel_init=kernel_init(self.weight_init), name="softmax")(h)
+
+
 class ModelSpec(NamedTuple):
     module: type[nn.Module]
     objective: Objective
@@ -62,6 +101,7 @@ class ModelSpec(NamedTuple):
 MODELS: dict[str, ModelSpec] = {
     "softmax_regression": ModelSpec(SoftmaxRegression, SOFTMAX),
     "logistic_regression": ModelSpec(LogisticRegression, LOGISTIC),
+    "maxout_mlp": ModelSpec(MaxoutMLP, SOFTMAX),
 }
 
 

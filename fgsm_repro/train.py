@@ -24,31 +24,44 @@ import optax
 import orbax.checkpoint as ocp
 from flax import struct
 
-from fgsm_repro.config import OptimizerConfig, TrainConfig
+from fgsm_repro.config import TrainConfig
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import predict
 from fgsm_repro.metrics import error_rate
 from fgsm_repro.objectives import Objective
+from fgsm_repro.optim import classical_momentum, decayed_learning_rate, linear_momentum, max_norm
 
 
 class TrainState(struct.PyTreeNode):
     step: jax.Array
     params: Any
     opt_state: Any
-    rng: jax.Array  # consumed for each epoch's shuffle (and, later, dropout masks)
+    rng: jax.Array  # split every epoch: the shuffle, and one key per step for dropout / noise
 
 
-def make_optimizer(opt: OptimizerConfig, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """Optax chain from the config. Weight decay adds `weight_decay`·w to the gradient of the
-    weights (an L2 penalty weight_decay/2·‖w‖²); biases are not decayed."""
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """Optax chain from the train config: [weight decay] → optimizer → [max-norm].
+
+    Weight decay adds `weight_decay`·w to the gradient of the weights (an L2 penalty
+    weight_decay/2·‖w‖²); biases are not decayed. Max-norm comes last, so that it constrains
+    the parameters after the whole update.
+    """
+    opt = cfg.optimizer
     if opt.name == "sgd":
         base = optax.sgd(opt.learning_rate, momentum=opt.momentum or None)
-    else:
+    elif opt.name == "adam":
         base = optax.adam(opt.learning_rate)
-    if weight_decay == 0:
-        return base
-    weights_only = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
-    return optax.chain(optax.add_decayed_weights(weight_decay, mask=weights_only), base)
+    else:
+        base = classical_momentum(
+            decayed_learning_rate(opt.learning_rate, opt.lr_decay_factor, opt.min_learning_rate),
+            linear_momentum(opt.momentum, opt.final_momentum, opt.momentum_saturate_epoch, steps_per_epoch))
+    chain = [base]
+    if cfg.weight_decay:
+        weights_only = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
+        chain.insert(0, optax.add_decayed_weights(cfg.weight_decay, mask=weights_only))
+    if cfg.max_col_norm:
+        chain.append(max_norm(cfg.max_col_norm))
+    return optax.chain(*chain) if len(chain) > 1 else base
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: np.ndarray, seed: int) -> TrainState:
@@ -57,19 +70,54 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: np.
     return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params), rng=data_key)
 
 
+def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig) -> Callable:
+    """``(params, x, y, key) -> (loss, grads)`` of the training objective.
+
+    Plain: J(θ, x, y) with dropout. Adversarial (§6): J̃ = α·J(x) + (1−α)·J(x + η) with
+    η = ε·sign(∇ₓJ(x)) — ∇θ and ∇ₓ of the clean term come from one backward pass — or, for the
+    noise controls, η = ±ε or U(−ε, ε) per pixel. η is a constant (no gradient flows through it).
+    Each term draws its own dropout masks.
+    """
+
+    def loss(params, x, y, key):
+        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
+        return objective.loss(logits, y).mean()
+
+    adv = cfg.adversarial
+    if adv is None:
+        def plain(params, x, y, key):
+            return jax.value_and_grad(loss)(params, x, y, key)
+
+        return plain
+
+    def mixed(params, x, y, key):
+        clean_key, adv_key, noise_key = jax.random.split(key, 3)
+        clean_loss, (clean_grads, x_grad) = jax.value_and_grad(loss, argnums=(0, 1))(params, x, y, clean_key)
+        if adv.perturbation == "fgsm":
+            eta = adv.eps * jnp.sign(x_grad)
+        elif adv.perturbation == "random_sign":
+            eta = adv.eps * jax.random.rademacher(noise_key, x.shape, x.dtype)
+        else:
+            eta = jax.random.uniform(noise_key, x.shape, x.dtype, -adv.eps, adv.eps)
+        adv_loss, adv_grads = jax.value_and_grad(loss)(params, jax.lax.stop_gradient(x + eta), y, adv_key)
+        grads = jax.tree.map(lambda c, a: adv.alpha * c + (1 - adv.alpha) * a, clean_grads, adv_grads)
+        return adv.alpha * clean_loss + (1 - adv.alpha) * adv_loss, grads
+
+    return mixed
+
+
 def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientTransformation,
-                     batch_size: int) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
+                     cfg: TrainConfig) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
     """A jitted ``(state, x, y) -> (state, mean loss)`` for one shuffled epoch.
 
     The last incomplete minibatch is dropped (none is for the paper's 50k/60k with batch 100).
     """
-
-    def loss_fn(params, x, y):
-        return objective.loss(model.apply({"params": params}, x, train=True), y).mean()
+    loss_and_grad = make_loss_and_grad(model, objective, cfg)
+    batch_size = cfg.batch_size
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
-        x, y = batch
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+        x, y, key = batch
+        loss, grads = loss_and_grad(state.params, x, y, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
@@ -77,10 +125,13 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
     @functools.partial(jax.jit, donate_argnums=0)
     def train_epoch(state: TrainState, x: jax.Array, y: jax.Array):
         rng, shuffle_key = jax.random.split(state.rng)
+        step_key = jax.random.fold_in(shuffle_key, 1)  # dropout / noise keys; the shuffle stays as it was
         n_batches = x.shape[0] // batch_size
         order = jax.random.permutation(shuffle_key, x.shape[0])[: n_batches * batch_size]
         batches = order.reshape(n_batches, batch_size)
-        state, losses = jax.lax.scan(lambda s, idx: train_step(s, (x[idx], y[idx])), state.replace(rng=rng), batches)
+        keys = jax.random.split(step_key, n_batches)
+        state, losses = jax.lax.scan(lambda s, b: train_step(s, (x[b[0]], y[b[0]], b[1])),
+                                     state.replace(rng=rng), (batches, keys))
         return state, losses.mean()
 
     return train_epoch
@@ -88,11 +139,14 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
 
 @dataclass
 class FitResult:
-    params: Any  # best-validation parameters with early stopping, else the last ones
+    params: Any  # best-validation parameters with early stopping (then stage 2, if any), else the last
     epochs_run: int
     best_epoch: int  # 1-based; = epochs_run without early stopping
     best_val_error: float | None
-    history: list[dict] = field(default_factory=list)  # per epoch: loss, val_error
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, val_error (or val_objective)
+    best_state: Any = None  # the whole train state at the best epoch (stage 2 continues from it)
+    best_train_objective: float | None = None  # mean NLL on the training set at the best epoch
+    stage2_epochs: int = 0
 
 
 class _Checkpointer:
@@ -125,44 +179,69 @@ class _Checkpointer:
         self.manager.close()
 
 
+def _mean_loss(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray) -> float:
+    """Mean cost without dropout (the objective stage 2 watches)."""
+    logits = predict(model, objective, params, x)[2]
+    return float(np.mean(np.asarray(objective.loss(jnp.asarray(logits), jnp.asarray(y)))))
+
+
+def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) -> float:
+    if cfg.early_stopping_on == "error":
+        return error_rate(predict(model, objective, params, x_val)[0], y_val)
+    from fgsm_repro.config import AttackConfig
+    from fgsm_repro.evaluation import adversarial_examples
+
+    eps = cfg.adversarial.eps if cfg.adversarial else 0.25
+    x_adv = adversarial_examples(model, objective, params, x_val, y_val, AttackConfig(eps=eps))
+    return error_rate(predict(model, objective, params, x_adv)[0], y_val)
+
+
 def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
         x_val: np.ndarray | None, y_val: np.ndarray | None, seed: int, *, checkpoint_dir: Path | None = None,
         config_hash: str = "", on_epoch: Callable[[dict, Any], None] | None = None) -> FitResult:
     """Train `model` per `cfg`. With a `checkpoint_dir`, resumes from its latest checkpoint
     (a finished run is not trained further).
 
+    Stage 1 trains on (x_train, y_train) with early stopping on the validation error (clean, or
+    under FGSM with ``early_stopping_on: adversarial_error``) and keeps the best state. With
+    ``cfg.stage2`` it then continues from that state on train + validation (:func:`_stage2`).
+
     `on_epoch(record, params)` is called after every epoch with the epoch's record (epoch,
     loss, val_error) and the current parameters (valid only during the call).
     """
-    if cfg.early_stopping_patience and (x_val is None or len(x_val) == 0):
-        raise ReproError("early stopping needs a validation set (data.validation_size > 0)")
+    if (cfg.early_stopping_patience or cfg.stage2) and (x_val is None or len(x_val) == 0):
+        raise ReproError("early stopping and stage 2 need a validation set (data.validation_size > 0)")
     if len(x_train) < cfg.batch_size:
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
-    tx = make_optimizer(cfg.optimizer, cfg.weight_decay)
-    train_epoch = make_train_epoch(model, objective, tx, cfg.batch_size)
+    steps_per_epoch = len(x_train) // cfg.batch_size
+    tx = make_optimizer(cfg, steps_per_epoch)
+    train_epoch = make_train_epoch(model, objective, tx, cfg)
     state = init_state(model, tx, x_train, seed)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
 
     # A copy: train_epoch donates (frees) the buffers of the state it is given.
-    best_params = jax.tree.map(jnp.copy, state.params)
-    best_val, best_epoch, history, start, done = None, 0, [], 0, False
+    best_state = jax.tree.map(jnp.copy, state)
+    best_val, best_epoch, best_train_obj, history, start, done = None, 0, None, [], 0, False
     ckpt = _Checkpointer(checkpoint_dir, config_hash) if checkpoint_dir else None
     if ckpt:
-        restored = ckpt.restore({"state": state, "best_params": best_params})
+        restored = ckpt.restore({"state": state, "best_state": best_state})
         if restored:
             arrays, meta = restored
-            state, best_params = arrays["state"], arrays["best_params"]
-            best_val, best_epoch, history, start, done = (meta["best_val"], meta["best_epoch"], meta["history"],
-                                                          meta["epoch"], meta["done"])
+            state, best_state = arrays["state"], arrays["best_state"]
+            best_val, best_epoch, best_train_obj, history, start, done = (
+                meta["best_val"], meta["best_epoch"], meta["best_train_objective"], meta["history"], meta["epoch"],
+                meta["done"])
     try:
         for epoch in range(start + 1, 0 if done else cfg.epochs + 1):
             state, loss = train_epoch(state, x_dev, y_dev)
             record = {"epoch": epoch, "loss": float(loss)}
             if x_val is not None and len(x_val):
-                record["val_error"] = error_rate(predict(model, objective, state.params, x_val)[0], y_val)
+                record["val_error"] = _validation_error(model, objective, cfg, state.params, x_val, y_val)
                 if best_val is None or record["val_error"] < best_val:
                     # A copy: the next train_epoch donates (frees) the buffers of `state`.
-                    best_val, best_epoch, best_params = record["val_error"], epoch, jax.tree.map(jnp.copy, state.params)
+                    best_val, best_epoch, best_state = record["val_error"], epoch, jax.tree.map(jnp.copy, state)
+                    if cfg.stage2:
+                        best_train_obj = _mean_loss(model, objective, state.params, x_train, y_train)
             history.append(record)
             if on_epoch:
                 on_epoch(record, state.params)
@@ -170,8 +249,9 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
             done = stop or epoch == cfg.epochs
             if ckpt and (epoch % cfg.checkpoint_every == 0 or done):
                 # Host copies: orbax writes in the background while the next epoch runs.
-                ckpt.save(epoch, jax.device_get({"state": state, "best_params": best_params}),
+                ckpt.save(epoch, jax.device_get({"state": state, "best_state": best_state}),
                           {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
+                           "best_train_objective": best_train_obj,
                            "history": [dict(r) for r in history],  # a snapshot: orbax serializes it later
                            "done": done})
             if stop:
@@ -180,7 +260,52 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
         if ckpt:
             ckpt.close()
     epochs_run = history[-1]["epoch"] if history else start
-    if cfg.early_stopping_patience is None:
-        best_params, best_epoch = state.params, epochs_run
-    return FitResult(params=best_params, epochs_run=epochs_run, best_epoch=best_epoch,
-                     best_val_error=best_val, history=history)
+    if cfg.early_stopping_patience is None and not cfg.stage2:
+        best_state, best_epoch = state, epochs_run
+    result = FitResult(params=best_state.params, epochs_run=epochs_run, best_epoch=best_epoch,
+                       best_val_error=best_val, history=history, best_state=best_state,
+                       best_train_objective=best_train_obj)
+    if cfg.stage2:
+        stage2_dir = checkpoint_dir.with_name(checkpoint_dir.name + "-stage2") if checkpoint_dir else None
+        result = _stage2(model, objective, cfg, train_epoch, result, x_train, y_train, x_val, y_val, stage2_dir,
+                         config_hash, on_epoch)
+    return result
+
+
+def _stage2(model, objective, cfg: TrainConfig, train_epoch, stage1: FitResult, x_train, y_train, x_val, y_val,
+            checkpoint_dir: Path | None, config_hash: str, on_epoch) -> FitResult:
+    """pylearn2's ``mnist_pi_continue``: from the best stage-1 state (parameters, optimizer state
+    with its lr and momentum, PRNG), train on all of train + validation until the mean cost on
+    the former validation part falls to stage 1's best training cost, at most
+    ``stage2.max_epochs`` epochs."""
+    target = stage1.best_train_objective
+    state = jax.tree.map(jnp.copy, stage1.best_state)
+    x_all, y_all = jnp.asarray(np.concatenate([x_train, x_val])), jnp.asarray(np.concatenate([y_train, y_val]))
+    history, start, done = [], 0, False
+    ckpt = _Checkpointer(checkpoint_dir, config_hash) if checkpoint_dir else None
+    if ckpt:
+        restored = ckpt.restore({"state": state})
+        if restored:
+            state, meta = restored[0]["state"], restored[1]
+            history, start, done = meta["history"], meta["epoch"], meta["done"]
+    try:
+        for epoch in range(start + 1, 0 if done else cfg.stage2.max_epochs + 1):
+            state, loss = train_epoch(state, x_all, y_all)
+            record = {"stage2_epoch": epoch, "loss": float(loss),
+                      "val_objective": _mean_loss(model, objective, state.params, x_val, y_val)}
+            history.append(record)
+            if on_epoch:
+                on_epoch(record, state.params)
+            done = record["val_objective"] <= target or epoch == cfg.stage2.max_epochs
+            if ckpt and (epoch % cfg.checkpoint_every == 0 or done):
+                ckpt.save(epoch, jax.device_get({"state": state}),
+                          {"epoch": epoch, "history": [dict(r) for r in history], "done": done})
+            if done:
+                break
+    finally:
+        if ckpt:
+            ckpt.close()
+    return FitResult(params=state.params, epochs_run=stage1.epochs_run, best_epoch=stage1.best_epoch,
+                     best_val_error=stage1.best_val_error, history=stage1.history + history,
+                     best_state=stage1.best_state, best_train_objective=target,
+                     stage2_epochs=history[-1]["stage2_epoch"] if history else start)

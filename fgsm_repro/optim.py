@@ -1,0 +1,86 @@
+"""Optax pieces for the pylearn2 maxout recipes: classical momentum with the recipe's schedules,
+and the max-norm constraint as a gradient transformation.
+
+- Classical momentum (pylearn2 ``MomentumAdjustor``/``SGD``): v ← m·v − lr·g; θ ← θ + v. With a
+  learning rate that changes every step this differs from optax's ``sgd(momentum=…)``, which
+  scales the accumulated trace by the current rate.
+- The learning rate is divided by `decay_factor` after every update (pylearn2
+  ``ExponentialDecay``), not below `min_lr`; momentum rises linearly per epoch (pylearn2
+  ``MomentumAdjustor(start=1, saturate=N)``).
+- Max-norm: after every update each column of every weight matrix (the incoming weights of
+  one unit) is rescaled to L2 norm ≤ `limit`. Written as the last transformation of the chain,
+  it edits the update so that ``params + update`` satisfies the constraint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class MomentumState(NamedTuple):
+    count: jax.Array
+    velocity: optax.Updates
+
+
+def classical_momentum(learning_rate: Callable[[jax.Array], jax.Array],
+                       momentum: Callable[[jax.Array], jax.Array]) -> optax.GradientTransformation:
+    """v ← m(t)·v − lr(t)·g; the update is v. `t` counts updates from 0."""
+
+    def init(params):
+        return MomentumState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        del params
+        lr, m = learning_rate(state.count), momentum(state.count)
+        velocity = jax.tree.map(lambda v, g: m * v - lr * g, state.velocity, grads)
+        return velocity, MomentumState(state.count + 1, velocity)
+
+    return optax.GradientTransformation(init, update)
+
+
+def decayed_learning_rate(initial: float, decay_factor: float, min_lr: float) -> Callable:
+    """lr(t) = max(initial / decay_factor**t, min_lr)."""
+    return lambda count: jnp.maximum(initial / jnp.power(decay_factor, count.astype(jnp.float32)), min_lr)
+
+
+def linear_momentum(initial: float, final: float | None, saturate_epoch: int | None,
+                    steps_per_epoch: int) -> Callable:
+    """Momentum `initial` in epoch 1, rising linearly to `final` at epoch `saturate_epoch`."""
+    if final is None or saturate_epoch is None or saturate_epoch <= 1:
+        return lambda count: jnp.asarray(initial if final is None else final, jnp.float32)
+
+    def schedule(count):
+        epoch = count // steps_per_epoch + 1
+        frac = jnp.clip((epoch - 1) / (saturate_epoch - 1), 0.0, 1.0)
+        return initial + (final - initial) * frac
+
+    return schedule
+
+
+def column_norms(kernel: jax.Array) -> jax.Array:
+    """L2 norm of the incoming weights of each output unit (Dense kernels are (in, out))."""
+    return jnp.sqrt(jnp.sum(kernel ** 2, axis=tuple(range(kernel.ndim - 1))))
+
+
+def max_norm(limit: float) -> optax.GradientTransformation:
+    """Rescale every weight column of ``params + updates`` to norm ≤ `limit` (biases untouched)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("max_norm needs the parameters")
+
+        def constrain(u, p):
+            if p.ndim < 2:
+                return u
+            new = p + u
+            scale = jnp.minimum(1.0, limit / jnp.maximum(column_norms(new), 1e-12))
+            return new * scale - p
+
+        return jax.tree.map(constrain, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
