@@ -66,9 +66,10 @@ def versions() -> dict:
 
 
 def provenance(cfg: ExperimentConfig, config_file: str | Path | None, dataset: DatasetInfo, wall_time_s: float,
-               ) -> dict:
+               git: dict) -> dict:
+    """`git` is :func:`git_state` taken when the run started (the code that ran)."""
     return {
-        **git_state(),
+        **git,
         "config_file": str(Path(config_file).resolve().relative_to(REPO_ROOT))
         if config_file and Path(config_file).resolve().is_relative_to(REPO_ROOT) else str(config_file),
         "config_hash": cfg.hash(),

@@ -14,7 +14,7 @@ from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
 from fgsm_repro.experiments.common import Context, Outcome
 from fgsm_repro.reference import claim_ids
-from fgsm_repro.results import provenance, write_result
+from fgsm_repro.results import git_state, provenance, write_result
 
 # Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -44,6 +44,7 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
 def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     cfg = load_config(config_path, profile)
     module = EXPERIMENTS[cfg.experiment]
+    git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
     outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
@@ -61,7 +62,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
         "deviations": cfg.deviations,
         "profile_note": cfg.profile_note,
         "notes": outcomes[0].notes,
-        "provenance": provenance(cfg, config_path, splits.info, time.perf_counter() - start),
+        "provenance": provenance(cfg, config_path, splits.info, time.perf_counter() - start, git),
     }
     return write_result(record, ctx.results_dir)
 

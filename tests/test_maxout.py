@@ -1,0 +1,177 @@
+"""The maxout recipe's pieces: forward pass, dropout quirk, max-norm, classical momentum,
+the adversarial objective, and stage 2."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fgsm_repro.config import TrainConfig
+from fgsm_repro.models import MaxoutMLP
+from fgsm_repro.objectives import SOFTMAX
+from fgsm_repro.optim import classical_momentum, column_norms, decayed_learning_rate, linear_momentum, max_norm
+from fgsm_repro.train import fit, make_loss_and_grad, make_optimizer
+
+TINY = dict(units=3, pieces=2, layers=2, num_classes=4)
+
+
+def _params(model, d=6, seed=0):
+    return model.init(jax.random.PRNGKey(seed), jnp.zeros((1, d)))["params"]
+
+
+def test_maxout_forward_matches_numpy():
+    model = MaxoutMLP(**TINY, weight_init=0.5)
+    params = _params(model)
+    x = np.random.default_rng(0).random((5, 6), dtype=np.float32)
+    h = x
+    for layer in ("maxout0", "maxout1"):
+        z = h @ np.asarray(params[layer]["kernel"]) + np.asarray(params[layer]["bias"])
+        h = z.reshape(5, 3, 2).max(-1)  # unit k = max over pre-activations 2k, 2k+1 (contiguous pieces)
+    expected = h @ np.asarray(params["softmax"]["kernel"]) + np.asarray(params["softmax"]["bias"])
+    np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_init_is_uniform_005():
+    k = np.asarray(_params(MaxoutMLP(units=240, pieces=5), d=784)["maxout0"]["kernel"])
+    assert k.shape == (784, 1200) and np.abs(k).max() <= 0.005 and np.abs(k).max() > 0.0049
+
+
+def test_dropout_quirk_input_unscaled_hidden_scaled():
+    # Identity-like network: 1 layer, 1 piece, so the softmax layer sees the dropped-out hidden units.
+    model = MaxoutMLP(units=4, pieces=1, layers=1, num_classes=4, input_keep=0.5, hidden_keep=0.5)
+    eye = jnp.eye(4)
+    params = {"maxout0": {"kernel": eye, "bias": jnp.zeros(4)}, "softmax": {"kernel": eye, "bias": jnp.zeros(4)}}
+    x = jnp.full((2000, 4), 1.0)
+    out = np.asarray(model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}))
+    # input kept (value 1, unscaled) and hidden kept (scaled x2): 2; otherwise 0.
+    assert set(np.unique(out)) <= {0.0, 2.0}
+    assert out.mean() == pytest.approx(0.5, abs=0.03)  # .5 (input) x .5 (hidden) x 2 (scale)
+    np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, x)), 1.0)  # no dropout at test time
+
+
+def test_max_norm_transformation_bounds_every_column():
+    rng = np.random.default_rng(0)
+    params = {"kernel": jnp.asarray(rng.normal(size=(20, 7)), jnp.float32), "bias": jnp.ones(7)}
+    tx = optax.chain(optax.sgd(1.0), max_norm(1.9365))
+    state = tx.init(params)
+    for step in range(5):
+        grads = jax.tree.map(lambda p, s=step: jnp.asarray(rng.normal(size=p.shape), jnp.float32) * 3, params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        assert float(column_norms(params["kernel"]).max()) <= 1.9365 * (1 + 1e-6)
+    np.testing.assert_array_equal(params["bias"] - params["bias"], 0)  # biases are left alone (finite)
+
+
+def test_classical_momentum_and_schedules_by_hand():
+    lr = decayed_learning_rate(0.1, 1.000004, 1e-6)
+    mom = linear_momentum(0.5, 0.7, 250, steps_per_epoch=10)
+    assert float(lr(jnp.asarray(1000))) == pytest.approx(0.1 / 1.000004 ** 1000, rel=1e-6)
+    assert float(lr(jnp.asarray(125_000))) == pytest.approx(0.1 / 1.000004 ** 125_000, rel=1e-5)
+    assert float(decayed_learning_rate(0.1, 2.0, 1e-6)(jnp.asarray(100))) == pytest.approx(1e-6)
+    assert float(mom(jnp.asarray(0))) == pytest.approx(0.5)  # epoch 1
+    assert float(mom(jnp.asarray(10 * 124))) == pytest.approx(0.5 + 0.2 * 124 / 249, rel=1e-6)  # epoch 125
+    assert float(mom(jnp.asarray(10 * 400))) == pytest.approx(0.7)
+    tx = classical_momentum(lr, mom)
+    p, state, v = {"w": jnp.asarray([1.0, -2.0])}, None, np.zeros(2)
+    state = tx.init(p)
+    expected = np.asarray([1.0, -2.0])
+    for t in range(3):
+        g = {"w": jnp.asarray([0.3, 0.1]) * (t + 1)}
+        updates, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+        v = float(mom(jnp.asarray(t))) * v - float(lr(jnp.asarray(t))) * np.asarray(g["w"])
+        expected = expected + v
+    np.testing.assert_allclose(np.asarray(p["w"]), expected, rtol=1e-6)
+
+
+def _adv_cfg(**kw):
+    return TrainConfig(epochs=1, batch_size=8, optimizer={"name": "sgd", "learning_rate": 0.1},
+                       adversarial={"alpha": 0.5, "eps": 0.25, **kw})
+
+
+def test_adversarial_objective_is_the_alpha_mix_and_shares_the_clean_backward():
+    model = MaxoutMLP(**TINY, weight_init=0.5, input_keep=1.0, hidden_keep=1.0)  # deterministic forward
+    params = _params(model)
+    rng = np.random.default_rng(3)
+    x, y = jnp.asarray(rng.random((8, 6)), jnp.float32), jnp.asarray(rng.integers(0, 4, 8))
+    loss, grads = make_loss_and_grad(model, SOFTMAX, _adv_cfg())(params, x, y, jax.random.PRNGKey(0))
+
+    def j(p, x_):
+        return SOFTMAX.loss(model.apply({"params": p}, x_), y).mean()
+
+    # Naive two-pass reference: one backward for grad_x, another for the clean grad_theta.
+    x_adv = x + 0.25 * jnp.sign(jax.grad(j, argnums=1)(params, x))
+    expected_loss = 0.5 * j(params, x) + 0.5 * j(params, x_adv)
+    expected_grads = jax.grad(lambda p: 0.5 * j(p, x) + 0.5 * j(p, jax.lax.stop_gradient(x_adv)))(params)
+    assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("perturbation", ["random_sign", "uniform"])
+def test_noise_controls_stay_within_eps(perturbation, monkeypatch):
+    model = MaxoutMLP(**TINY, input_keep=1.0, hidden_keep=1.0)
+    params = _params(model)
+    seen = []
+    real_apply = model.apply
+
+    def spy(variables, x, *a, **k):
+        seen.append(x)
+        return real_apply(variables, x, *a, **k)
+
+    monkeypatch.setattr(model, "apply", spy)
+    x = jnp.full((8, 6), 0.5)
+    make_loss_and_grad(model, SOFTMAX, _adv_cfg(perturbation=perturbation))(params, x, jnp.zeros(8, jnp.int32),
+                                                                             jax.random.PRNGKey(0))
+    eta = np.asarray(seen[-1]) - 0.5
+    assert np.abs(eta).max() <= 0.25 + 1e-6 and np.abs(eta).max() > 0.1
+    if perturbation == "random_sign":
+        np.testing.assert_allclose(np.abs(eta), 0.25, rtol=1e-6)
+
+
+def _toy(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((300, 6), dtype=np.float32)
+    y = (x[:, 0] + x[:, 1] > x[:, 2] + x[:, 3]).astype(np.int32) + 2 * (x[:, 4] > 0.5)
+    return x[:200], y[:200], x[200:], y[200:]
+
+
+def _recipe(**kw):
+    base = dict(epochs=6, batch_size=20, checkpoint_every=2, max_col_norm=1.9365, early_stopping_patience=3,
+                optimizer=dict(name="classical_momentum", learning_rate=0.1, lr_decay_factor=1.0001, momentum=0.5,
+                               final_momentum=0.7, momentum_saturate_epoch=4, min_learning_rate=1e-6),
+                adversarial={"alpha": 0.5, "eps": 0.25}, stage2={"max_epochs": 3})
+    return TrainConfig(**{**base, **kw})
+
+
+def test_recipe_with_stage2_resumes_exactly(tmp_path):
+    model = MaxoutMLP(**TINY)
+    data = _toy()
+    whole = fit(model, SOFTMAX, _recipe(), *data, seed=0, checkpoint_dir=tmp_path / "a", config_hash="h")
+    calls = []
+
+    def interrupt(record, params):
+        calls.append(record)
+        if record.get("stage2_epoch") == 1:  # stage 1 finished and checkpointed, stage 2 not
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, SOFTMAX, _recipe(), *data, seed=0, checkpoint_dir=tmp_path / "b", config_hash="h",
+            on_epoch=interrupt)
+    resumed = fit(model, SOFTMAX, _recipe(), *data, seed=0, checkpoint_dir=tmp_path / "b", config_hash="h")
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert whole.stage2_epochs == resumed.stage2_epochs >= 1
+    for leaf in jax.tree.leaves(whole.params):
+        if leaf.ndim == 2:
+            assert float(column_norms(leaf).max()) <= 1.9365 * (1 + 1e-6)
+
+
+def test_optimizer_chain_order():
+    cfg = _recipe(weight_decay=1e-3)
+    tx = make_optimizer(cfg, steps_per_epoch=10)
+    params = {"k": jnp.ones((3, 2)) * 5}
+    updates, _ = tx.update({"k": jnp.zeros((3, 2))}, tx.init(params), params)
+    # Zero gradient, but decay and max-norm still act: the result satisfies the constraint.
+    assert float(column_norms(params["k"] + updates["k"]).max()) <= 1.9365 * (1 + 1e-6)
