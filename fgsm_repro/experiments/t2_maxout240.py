@@ -76,7 +76,7 @@ def _figure(params: dict, cfg: ExperimentConfig, seed: int, ctx: Context, units:
     import matplotlib.pyplot as plt
 
     pieces = cfg.model.options.get("pieces", 5)
-    fig, axes = plt.subplots(2 * units, pieces, figsize=(1.1 * pieces * 2, 1.1 * units * 2))
+    fig, axes = plt.subplots(2 * units, pieces, figsize=(1.2 * pieces, 1.2 * units * 2))
     for row, name in enumerate(("naive", "adversarial")):
         kernel = np.asarray(params[name]["maxout0"]["kernel"])
         for u in range(units):
