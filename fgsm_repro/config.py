@@ -77,6 +77,11 @@ class AdversarialTrainingConfig(_Strict):
     perturbation: Literal["fgsm", "random_sign", "uniform"] = "fgsm"
 
 
+class L1Config(_Strict):
+    layer: str  # parameter collection name, e.g. maxout0 (the first maxout layer)
+    coefficient: NonNegativeFloat
+
+
 class Stage2Config(_Strict):
     """pylearn2's second stage: continue from the best stage-1 state on train + validation until
     the objective on the former validation part falls to stage 1's best training objective."""
@@ -98,6 +103,8 @@ class TrainConfig(_Strict):
     early_stopping_on: Literal["error", "adversarial_error"] = "error"
     checkpoint_every: PositiveInt = 5
     max_col_norm: PositiveFloat | None = None  # max-norm constraint on every weight column
+    # L1 penalty coefficient·Σ|W| on the weights of one layer (§5's control; None: no penalty).
+    l1: L1Config | None = None
     adversarial: AdversarialTrainingConfig | None = None
     stage2: Stage2Config | None = None
 
@@ -148,6 +155,23 @@ class ExperimentConfig(_Strict):
     # For experiments that compare a model with its adversarially trained twin (same `train`
     # section plus this objective).
     adversarial_training: AdversarialTrainingConfig | None = None
+    # Named variants of `train` (overrides merged into it), for experiments that compare them.
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_are_train_overrides(cls, v, info):
+        base = info.data.get("train")
+        for name, override in v.items():
+            try:
+                TrainConfig.model_validate(deep_merge(base.model_dump() if base else {}, override))
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ValueError(f"variant {name!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        return v
+
+    def variant(self, name: str) -> TrainConfig:
+        return TrainConfig.model_validate(deep_merge(self.train.model_dump(), self.variants[name]))
 
     @field_validator("claims")
     @classmethod
@@ -230,12 +254,27 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def read_config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """`path`'s YAML, merged over the file named by its `inherit:` key (a path relative to it),
+    so experiments that share a recipe state it once. Lists and scalars are replaced."""
+    raw = read_yaml(path)
+    parent = raw.pop("inherit", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in seen:
+        raise ReproError(f"{path}: field 'inherit': circular inheritance through {parent_path.name}")
+    base = read_config_tree(parent_path, (*seen, path.resolve()))
+    base.pop("variants", None)  # variants belong to the file that declares them
+    return deep_merge(base, raw)
+
+
 def load_config(path: str | Path, profile: str = "paper", **overrides: Any) -> ExperimentConfig:
-    """Load `path`, apply `profile`'s overrides (then `overrides`), validate."""
+    """Load `path` (and what it inherits), apply `profile`'s overrides (then `overrides`), validate."""
     path = Path(path)
     if profile not in PROFILES:
         raise ReproError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    raw = read_yaml(path)
+    raw = read_config_tree(path)
     profiles = raw.pop("profiles", None) or {}
     if not isinstance(profiles, dict):
         raise ReproError(f"{path}: field 'profiles': expected a mapping of profile name to overrides")

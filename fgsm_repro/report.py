@@ -63,6 +63,10 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
             verdict = f"figure: [{value}]({value})" if value else "figure missing"
             shown = "—"
             counts["shown"] += 1
+        elif target.kind == "qualitative":
+            holds = rec["measured"][target.claim].get("holds")
+            verdict = {True: "**holds**", False: "**does not hold**", None: "—"}[holds]
+            counts["within" if holds else "outside"] += holds is not None
         elif value is None:
             verdict = "not measured"
         else:

@@ -81,7 +81,10 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
 
     def loss(params, x, y, key):
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
-        return objective.loss(logits, y).mean()
+        cost = objective.loss(logits, y).mean()
+        if cfg.l1:
+            cost = cost + cfg.l1.coefficient * jnp.abs(params[cfg.l1.layer]["kernel"]).sum()
+        return cost
 
     adv = cfg.adversarial
     if adv is None:
@@ -215,6 +218,8 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
     steps_per_epoch = len(x_train) // cfg.batch_size
     tx = make_optimizer(cfg, steps_per_epoch)
+    if cfg.l1 and cfg.l1.layer not in model.init(jax.random.PRNGKey(0), jnp.asarray(x_train[:1]))["params"]:
+        raise ReproError(f"train.l1.layer {cfg.l1.layer!r} is not a layer of {type(model).__name__}")
     train_epoch = make_train_epoch(model, objective, tx, cfg)
     state = init_state(model, tx, x_train, seed)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)

@@ -72,3 +72,20 @@ def test_missing_file_and_unknown_profile(tmp_path):
         load_config(_write(tmp_path, GOOD), "huge")
     with pytest.raises(ReproError, match="not defined"):
         load_config(_write(tmp_path, GOOD), "fast")
+
+
+def test_inherit_merges_over_the_parent_and_variants_are_validated(tmp_path):
+    (tmp_path / "base.yaml").write_text(GOOD)
+    child = tmp_path / "child.yaml"
+    child.write_text("inherit: base.yaml\ntrain: {epochs: 7}\nvariants:\n  big: {batch_size: 50}\n  same: {}\n")
+    cfg = load_config(child, "paper")
+    assert cfg.train.epochs == 7 and cfg.train.optimizer.learning_rate == 0.1  # merged, not replaced
+    assert cfg.variant("big").batch_size == 50 and cfg.variant("same") == cfg.train
+    assert load_config(child, "ci").train.epochs == 1  # the parent's profiles apply to the child
+    child.write_text("inherit: base.yaml\nvariants:\n  bad: {batch_size: -1}\n")
+    with pytest.raises(ReproError, match="variant 'bad': batch_size"):
+        load_config(child)
+    (tmp_path / "base.yaml").write_text("inherit: child.yaml\n" + GOOD)
+    child.write_text("inherit: base.yaml\n")
+    with pytest.raises(ReproError, match="circular"):
+        load_config(child)

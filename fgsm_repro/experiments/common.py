@@ -184,3 +184,11 @@ def sensitivity_sweep(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Con
         fit_for_experiment(model, objective, train_cfg, splits, seed, ctx, cfg, tag=f"sweep-wd{wd:g}",
                            on_epoch=at_mark, checkpoint=False)
     return rows
+
+
+def train_variants(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> tuple[nn.Module, Objective,
+                                                                                             dict[str, FitResult]]:
+    """Train the configured model once per entry of ``cfg.variants``."""
+    model, objective = build_model(cfg.model.name, cfg.model.options)
+    return model, objective, {name: fit_for_experiment(model, objective, cfg.variant(name), splits, seed, ctx, cfg,
+                                                       tag=name) for name in cfg.variants}
