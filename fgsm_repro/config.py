@@ -201,13 +201,14 @@ class ExperimentConfig(_Strict):
         return self
 
     def hash(self) -> str:
-        """sha256 of the resolved config (after the profile merge), first 16 hex digits."""
-        return _hash(self.model_dump(mode="json"))
+        """sha256 of the resolved config (after the profile merge), first 16 hex digits. Fields
+        left at their defaults are not hashed, so adding an option does not change old hashes."""
+        return _hash(self.model_dump(mode="json", exclude_defaults=True))
 
     def training_hash(self) -> str:
         """Hash of what determines trained parameters (data, model, train): checkpoints stay
         valid when only prose, the attack or the sweeps change."""
-        return _hash(self.model_dump(mode="json", include={"data", "model", "train"}))
+        return _hash(self.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True))
 
 
 def _hash(obj) -> str:
