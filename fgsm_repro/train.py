@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,12 @@ class FitResult:
     best_train_objective: float | None = None  # mean NLL on the training set at the best epoch
     stage2_epochs: int = 0
 
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Median training time of a stage-1 epoch (the first, which compiles, excluded)."""
+        times = [r["seconds"] for r in self.history if "epoch" in r and r["epoch"] > 1 and "seconds" in r]
+        return float(np.median(times)) if times else None
+
 
 class _Checkpointer:
     """Orbax checkpoints of (train state, best params, loop bookkeeping) in one directory."""
@@ -238,8 +245,9 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
                 meta["done"])
     try:
         for epoch in range(start + 1, 0 if done else cfg.epochs + 1):
+            tic = time.perf_counter()
             state, loss = train_epoch(state, x_dev, y_dev)
-            record = {"epoch": epoch, "loss": float(loss)}
+            record = {"epoch": epoch, "loss": float(loss), "seconds": round(time.perf_counter() - tic, 3)}
             if x_val is not None and len(x_val):
                 record["val_error"] = _validation_error(model, objective, cfg, state.params, x_val, y_val)
                 if best_val is None or record["val_error"] < best_val:
@@ -295,8 +303,9 @@ def _stage2(model, objective, cfg: TrainConfig, train_epoch, stage1: FitResult, 
             history, start, done = meta["history"], meta["epoch"], meta["done"]
     try:
         for epoch in range(start + 1, 0 if done else cfg.stage2.max_epochs + 1):
+            tic = time.perf_counter()
             state, loss = train_epoch(state, x_all, y_all)
-            record = {"stage2_epoch": epoch, "loss": float(loss),
+            record = {"stage2_epoch": epoch, "loss": float(loss), "seconds": round(time.perf_counter() - tic, 3),
                       "val_objective": _mean_loss(model, objective, state.params, x_val, y_val)}
             history.append(record)
             if on_epoch:

@@ -62,7 +62,8 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
         },
         tables={"training": [{"model": name, "epochs_run": f.epochs_run, "best_epoch": f.best_epoch,
                               "best_val_error": f.best_val_error, "stage2_epochs": f.stage2_epochs,
-                              "clean_test_error": clean[name]["error"], "fgsm_error": own[name]["error"]}
+                              "clean_test_error": clean[name]["error"], "fgsm_error": own[name]["error"],
+                              "seconds_per_epoch": f.seconds_per_epoch}
                              for name, f in fits.items()]},
         figures={"F3.weights": figure},
     )
