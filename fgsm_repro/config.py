@@ -107,6 +107,15 @@ class TrainConfig(_Strict):
     l1: L1Config | None = None
     adversarial: AdversarialTrainingConfig | None = None
     stage2: Stage2Config | None = None
+    # After stage 1, train afresh on train + validation for the best epoch's number of epochs
+    # (the paper's protocol for the 1600-unit adversarially trained network, §6).
+    retrain_on_all: bool = False
+
+    @model_validator(mode="after")
+    def _one_second_stage(self):
+        if self.stage2 and self.retrain_on_all:
+            raise ValueError("stage2 and retrain_on_all exclude each other")
+        return self
 
 
 class AttackConfig(_Strict):

@@ -151,6 +151,7 @@ class FitResult:
     best_state: Any = None  # the whole train state at the best epoch (stage 2 continues from it)
     best_train_objective: float | None = None  # mean NLL on the training set at the best epoch
     stage2_epochs: int = 0
+    retrain_epochs: int = 0  # epochs of the fresh run on train + validation (retrain_on_all)
 
     @property
     def seconds_per_epoch(self) -> float | None:
@@ -219,8 +220,8 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
     `on_epoch(record, params)` is called after every epoch with the epoch's record (epoch,
     loss, val_error) and the current parameters (valid only during the call).
     """
-    if (cfg.early_stopping_patience or cfg.stage2) and (x_val is None or len(x_val) == 0):
-        raise ReproError("early stopping and stage 2 need a validation set (data.validation_size > 0)")
+    if (cfg.early_stopping_patience or cfg.stage2 or cfg.retrain_on_all) and (x_val is None or len(x_val) == 0):
+        raise ReproError("early stopping, stage 2 and retraining need a validation set (data.validation_size > 0)")
     if len(x_train) < cfg.batch_size:
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
     steps_per_epoch = len(x_train) // cfg.batch_size
@@ -278,6 +279,14 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
     result = FitResult(params=best_state.params, epochs_run=epochs_run, best_epoch=best_epoch,
                        best_val_error=best_val, history=history, best_state=best_state,
                        best_train_objective=best_train_obj)
+    if cfg.retrain_on_all:
+        retrain_cfg = cfg.model_copy(update={"epochs": best_epoch, "early_stopping_patience": None,
+                                             "retrain_on_all": False})
+        retrained = fit(model, objective, retrain_cfg, np.concatenate([x_train, x_val]),
+                        np.concatenate([y_train, y_val]), None, None, seed,
+                        checkpoint_dir=checkpoint_dir.with_name(checkpoint_dir.name + "-retrain")
+                        if checkpoint_dir else None, config_hash=config_hash, on_epoch=on_epoch)
+        result.params, result.retrain_epochs = retrained.params, retrained.epochs_run
     if cfg.stage2:
         stage2_dir = checkpoint_dir.with_name(checkpoint_dir.name + "-stage2") if checkpoint_dir else None
         result = _stage2(model, objective, cfg, train_epoch, result, x_train, y_train, x_val, y_val, stage2_dir,
