@@ -175,3 +175,16 @@ def test_optimizer_chain_order():
     updates, _ = tx.update({"k": jnp.zeros((3, 2))}, tx.init(params), params)
     # Zero gradient, but decay and max-norm still act: the result satisfies the constraint.
     assert float(column_norms(params["k"] + updates["k"]).max()) <= 1.9365 * (1 + 1e-6)
+
+
+def test_retrain_on_all_runs_the_best_epoch_count_on_train_plus_validation():
+    model = MaxoutMLP(**TINY)
+    x, y, xv, yv = _toy()
+    cfg = _recipe(stage2=None, retrain_on_all=True, early_stopping_on="adversarial_error", epochs=5)
+    result = fit(model, SOFTMAX, cfg, x, y, xv, yv, seed=2)
+    assert result.retrain_epochs == result.best_epoch >= 1
+    fresh = fit(model, SOFTMAX, cfg.model_copy(update={"epochs": result.best_epoch, "early_stopping_patience": None,
+                                                      "retrain_on_all": False}),
+                np.concatenate([x, xv]), np.concatenate([y, yv]), None, None, seed=2)
+    for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(fresh.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
