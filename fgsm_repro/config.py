@@ -147,7 +147,8 @@ class SelectionConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    experiment: str
+    name: str = ""  # the config file's stem, set on load: names results/<name>.<profile>.json and runs/
+    experiment: str  # the experiment module (several configs may share one)
     claims: list[str] = Field(min_length=1)
     description: str = ""
     profile: Literal["paper", "fast", "ci"] = "paper"
@@ -212,7 +213,7 @@ class ExperimentConfig(_Strict):
     def hash(self) -> str:
         """sha256 of the resolved config (after the profile merge), first 16 hex digits. Fields
         left at their defaults are not hashed, so adding an option does not change old hashes."""
-        return _hash(self.model_dump(mode="json", exclude_defaults=True))
+        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude={"name"}))
 
     def training_hash(self) -> str:
         """Hash of what determines trained parameters (data, model, train): checkpoints stay
@@ -304,6 +305,7 @@ def load_config(path: str | Path, profile: str = "paper", **overrides: Any) -> E
         merged = deep_merge(raw, override)
     merged = deep_merge(merged, overrides)
     merged["profile"] = profile
+    merged["name"] = path.stem
     try:
         return ExperimentConfig.model_validate(merged)
     except ValidationError as e:

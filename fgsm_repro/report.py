@@ -42,7 +42,7 @@ def _notes(target, rec: dict) -> str:
     """The target's own caveat, and where the protocol deviations of the run are listed."""
     parts = [target.note] if target.note else []
     if rec.get("deviations"):
-        parts.append(f"{len(rec['deviations'])} protocol deviation(s): see {rec['experiment']} "
+        parts.append(f"{len(rec['deviations'])} protocol deviation(s): see {rec['name']} "
                      f"(`{rec['provenance']['profile']}`) below")
     return "; ".join(parts) or "—"
 
@@ -95,7 +95,7 @@ def _table(rows: list[dict]) -> list[str]:
 def experiment_section(rec: dict) -> list[str]:
     p = rec["provenance"]
     ds = p["dataset"]
-    out = [f"### {rec['experiment']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
+    out = [f"### {rec['name']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
     if rec.get("description"):
         out += [rec["description"].strip(), ""]
     if rec.get("profile_note"):
@@ -154,7 +154,7 @@ def build_report(results_dir: Path = RESULTS_DIR) -> str:
         "## Experiments",
         "",
     ]
-    by_profile = sorted(records, key=lambda r: (r["experiment"], PROFILE_ORDER.index(r["provenance"]["profile"])))
+    by_profile = sorted(records, key=lambda r: (r["name"], PROFILE_ORDER.index(r["provenance"]["profile"])))
     for rec in by_profile:
         lines += experiment_section(rec)
     lines += ["## Not measured yet", "", ", ".join(pending) if pending else "none", ""]

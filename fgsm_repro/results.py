@@ -84,12 +84,13 @@ def provenance(cfg: ExperimentConfig, config_file: str | Path | None, dataset: D
     }
 
 
-def result_path(experiment: str, profile: str, results_dir: Path = RESULTS_DIR) -> Path:
-    return Path(results_dir) / f"{experiment}.{profile}.json"
+def result_path(name: str, profile: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """results/<config name>.<profile>.json"""
+    return Path(results_dir) / f"{name}.{profile}.json"
 
 
 def write_result(record: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
-    path = result_path(record["experiment"], record["provenance"]["profile"], results_dir)
+    path = result_path(record["name"], record["provenance"]["profile"], results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
@@ -106,5 +107,6 @@ def read_results(results_dir: Path = RESULTS_DIR) -> list[dict]:
             continue
         if isinstance(record, dict) and "measured" in record and "provenance" in record:
             record["_file"] = path.name
+            record.setdefault("name", record.get("experiment"))
             out.append(record)
     return out

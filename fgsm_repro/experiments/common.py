@@ -112,9 +112,9 @@ def fit_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainC
                        checkpoint: bool = True) -> FitResult:
     """`fit_logged` with checkpoints in ``runs/<experiment>.<profile>/seed<N>-<tag>`` (unless
     `checkpoint` is False)."""
-    run_dir = ctx.runs_dir / f"{cfg.experiment}.{cfg.profile}" / f"seed{seed}-{tag}" if checkpoint else None
+    run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}" / f"seed{seed}-{tag}" if checkpoint else None
     return fit_logged(model, objective, train_cfg, splits, seed, ctx,
-                      label=f"{cfg.experiment} [{cfg.profile}] seed {seed} {tag}", checkpoint_dir=run_dir,
+                      label=f"{cfg.name} [{cfg.profile}] seed {seed} {tag}", checkpoint_dir=run_dir,
                       config_hash=f"{cfg.training_hash()}-{tag}", on_epoch=on_epoch)
 
 

@@ -50,6 +50,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
     measured, ci95 = aggregate(outcomes)
     record = {
+        "name": cfg.name,
         "experiment": cfg.experiment,
         "description": cfg.description,
         "claims": cfg.claims,
