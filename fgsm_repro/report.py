@@ -107,6 +107,11 @@ def experiment_section(rec: dict) -> list[str]:
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         out.append(f"- **{claim}**: " + ", ".join(f"{k} = {_fmt(v, 3)}" for k, v in flat.items()))
     out.append("")
+    if rec.get("per_seed"):
+        compared = [(t.claim, t.metric) for t in TARGETS if t.claim in rec["measured"] and t.kind != "figure"]
+        rows = [{"seed": seed, **{f"{c} {m}": values.get(c, {}).get(m) for c, m in compared}}
+                for seed, values in rec["per_seed"].items()]
+        out += ["Per seed:", ""] + _table(rows) + [""]
     for name, rows in rec.get("tables", {}).items():
         if rows:
             out += [f"Table `{name}`:", ""] + _table(rows) + [""]
