@@ -188,3 +188,13 @@ def test_retrain_on_all_runs_the_best_epoch_count_on_train_plus_validation():
                 np.concatenate([x, xv]), np.concatenate([y, yv]), None, None, seed=2)
     for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(fresh.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_localization_number_for_fig3():
+    from fgsm_repro.experiments.t2_maxout240 import localization
+
+    spread = {"maxout0": {"kernel": np.ones((784, 5))}}
+    peaked = np.zeros((784, 5))
+    peaked[:10] = 1.0
+    assert localization(spread) == pytest.approx(100 * 78 / 784)
+    assert localization({"maxout0": {"kernel": peaked}}) == pytest.approx(100.0)

@@ -58,7 +58,7 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
             "T2.transfer_b": {"error": error_on("naive", x_adv["adversarial"])},
             "T2.conf": {"confidence_mistakes": own["adversarial"]["confidence_mistakes"],
                         "confidence_all": own["adversarial"]["confidence_all"]},
-            "F3.weights": {"figure": figure},
+            "F3.weights": {"figure": figure, **{f"top10_mass_{name}": localization(p) for name, p in params.items()}},
         },
         tables={"training": [{"model": name, "epochs_run": f.epochs_run, "best_epoch": f.best_epoch,
                               "best_val_error": f.best_val_error, "stage2_epochs": f.stage2_epochs,
@@ -67,6 +67,15 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
                              for name, f in fits.items()]},
         figures={"F3.weights": figure},
     )
+
+
+def localization(params, top: float = 0.10) -> float:
+    """How localized the first-layer filters are, as a number for F3.weights: the share of each
+    filter's |w| mass held by its top 10% of pixels, averaged over filters (in percent; 10% for
+    a perfectly spread filter, up to 100% for one concentrated on few pixels)."""
+    w = np.sort(np.abs(np.asarray(params["maxout0"]["kernel"])), axis=0)[::-1]  # (pixels, filters), descending
+    k = max(1, int(round(top * w.shape[0])))
+    return float(100.0 * np.mean(w[:k].sum(0) / np.maximum(w.sum(0), 1e-12)))
 
 
 def _figure(params: dict, cfg: ExperimentConfig, seed: int, ctx: Context, units: int = 4) -> str:
