@@ -211,14 +211,18 @@ class ExperimentConfig(_Strict):
         return self
 
     def hash(self) -> str:
-        """sha256 of the resolved config (after the profile merge), first 16 hex digits. Fields
-        left at their defaults are not hashed, so adding an option does not change old hashes."""
-        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude={"name"}))
+        """sha256 of the resolved config (after the profile merge), first 16 hex digits. Prose
+        (description, deviations, profile note) and fields left at their defaults are not hashed:
+        rewording a note or adding an option leaves the hash of what runs unchanged."""
+        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=PROSE))
 
     def training_hash(self) -> str:
         """Hash of what determines trained parameters (data, model, train): checkpoints stay
         valid when only prose, the attack or the sweeps change."""
         return _hash(self.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True))
+
+
+PROSE = {"name", "description", "deviations", "profile_note"}
 
 
 def _hash(obj) -> str:

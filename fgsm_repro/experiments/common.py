@@ -115,7 +115,9 @@ def fit_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainC
     run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}" / f"seed{seed}-{tag}" if checkpoint else None
     return fit_logged(model, objective, train_cfg, splits, seed, ctx,
                       label=f"{cfg.name} [{cfg.profile}] seed {seed} {tag}", checkpoint_dir=run_dir,
-                      config_hash=f"{cfg.training_hash()}-{tag}", on_epoch=on_epoch)
+                      # Keyed by the train section actually used (variants, adversarial twins).
+                      config_hash=f"{cfg.model_copy(update={'train': train_cfg}).training_hash()}-{tag}",
+                      on_epoch=on_epoch)
 
 
 def fgsm_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
