@@ -4,6 +4,7 @@ the validation split, and the FGSM evaluation of a trained model."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ class Context:
 
     data_dir: Path | None = None
     results_dir: Path = RESULTS_DIR
-    runs_dir: Path = REPO_ROOT / "runs"  # checkpoints (resumable runs)
+    # Checkpoints of resumable runs; $FGSM_REPRO_RUNS_DIR puts them outside the checkout.
+    runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("FGSM_REPRO_RUNS_DIR") or REPO_ROOT / "runs"))
     show_progress: bool = True
     console: Console = field(default_factory=lambda: Console(stderr=True))
 
