@@ -190,10 +190,28 @@ class _Checkpointer:
         self.manager.close()
 
 
-def _mean_loss(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray) -> float:
-    """Mean cost without dropout (the objective stage 2 watches)."""
-    logits = predict(model, objective, params, x)[2]
-    return float(np.mean(np.asarray(objective.loss(jnp.asarray(logits), jnp.asarray(y)))))
+MONITOR_KEY = 12345  # a fixed key: the monitored objective is the same whenever it is recomputed
+
+
+def make_objective_monitor(model: nn.Module, objective: Objective, cfg: TrainConfig) -> Callable:
+    """``(params, x, y) -> mean training objective`` over all of x, in minibatches of the training
+    batch size, as pylearn2 monitors it: the training cost itself (dropout masks included, and the
+    adversarial term when training adversarially), with fixed keys so that it is repeatable."""
+    loss_and_grad = make_loss_and_grad(model, objective, cfg)
+    size = cfg.batch_size
+
+    @jax.jit
+    def monitor(params, x, y):
+        n = x.shape[0] // size
+        batches = (x[: n * size].reshape(n, size, *x.shape[1:]), y[: n * size].reshape(n, size),
+                   jax.random.split(jax.random.PRNGKey(MONITOR_KEY), n))
+        return jax.lax.map(lambda b: loss_and_grad(params, *b)[0], batches).mean()
+
+    return monitor
+
+
+def _training_objective(monitor: Callable, params, x: np.ndarray, y: np.ndarray) -> float:
+    return float(monitor(params, jnp.asarray(x), jnp.asarray(y)))
 
 
 def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) -> float:
@@ -234,16 +252,15 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
 
     # A copy: train_epoch donates (frees) the buffers of the state it is given.
     best_state = jax.tree.map(jnp.copy, state)
-    best_val, best_epoch, best_train_obj, history, start, done = None, 0, None, [], 0, False
+    best_val, best_epoch, history, start, done = None, 0, [], 0, False
     ckpt = _Checkpointer(checkpoint_dir, config_hash) if checkpoint_dir else None
     if ckpt:
         restored = ckpt.restore({"state": state, "best_state": best_state})
         if restored:
             arrays, meta = restored
             state, best_state = arrays["state"], arrays["best_state"]
-            best_val, best_epoch, best_train_obj, history, start, done = (
-                meta["best_val"], meta["best_epoch"], meta["best_train_objective"], meta["history"], meta["epoch"],
-                meta["done"])
+            best_val, best_epoch, history, start, done = (
+                meta["best_val"], meta["best_epoch"], meta["history"], meta["epoch"], meta["done"])
     try:
         for epoch in range(start + 1, 0 if done else cfg.epochs + 1):
             tic = time.perf_counter()
@@ -254,8 +271,6 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
                 if best_val is None or record["val_error"] < best_val:
                     # A copy: the next train_epoch donates (frees) the buffers of `state`.
                     best_val, best_epoch, best_state = record["val_error"], epoch, jax.tree.map(jnp.copy, state)
-                    if cfg.stage2:
-                        best_train_obj = _mean_loss(model, objective, state.params, x_train, y_train)
             history.append(record)
             if on_epoch:
                 on_epoch(record, state.params)
@@ -265,7 +280,6 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
                 # Host copies: orbax writes in the background while the next epoch runs.
                 ckpt.save(epoch, jax.device_get({"state": state, "best_state": best_state}),
                           {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
-                           "best_train_objective": best_train_obj,
                            "history": [dict(r) for r in history],  # a snapshot: orbax serializes it later
                            "done": done})
             if stop:
@@ -277,8 +291,7 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
     if cfg.early_stopping_patience is None and not cfg.stage2:
         best_state, best_epoch = state, epochs_run
     result = FitResult(params=best_state.params, epochs_run=epochs_run, best_epoch=best_epoch,
-                       best_val_error=best_val, history=history, best_state=best_state,
-                       best_train_objective=best_train_obj)
+                       best_val_error=best_val, history=history, best_state=best_state)
     if cfg.retrain_on_all:
         retrain_cfg = cfg.model_copy(update={"epochs": best_epoch, "early_stopping_patience": None,
                                              "retrain_on_all": False})
@@ -297,10 +310,12 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
 def _stage2(model, objective, cfg: TrainConfig, train_epoch, stage1: FitResult, x_train, y_train, x_val, y_val,
             checkpoint_dir: Path | None, config_hash: str, on_epoch) -> FitResult:
     """pylearn2's ``mnist_pi_continue``: from the best stage-1 state (parameters, optimizer state
-    with its lr and momentum, PRNG), train on all of train + validation until the mean cost on
-    the former validation part falls to stage 1's best training cost, at most
-    ``stage2.max_epochs`` epochs."""
-    target = stage1.best_train_objective
+    with its lr and momentum, PRNG), train on all of train + validation until the training
+    objective on the former validation part falls to the training objective that the best stage-1
+    parameters had on the training part, at most ``stage2.max_epochs`` epochs. Both objectives
+    are the training cost as monitored by :func:`make_objective_monitor` (dropout included)."""
+    monitor = make_objective_monitor(model, objective, cfg)
+    target = _training_objective(monitor, stage1.best_state.params, x_train, y_train)
     state = jax.tree.map(jnp.copy, stage1.best_state)
     x_all, y_all = jnp.asarray(np.concatenate([x_train, x_val])), jnp.asarray(np.concatenate([y_train, y_val]))
     history, start, done = [], 0, False
@@ -315,7 +330,7 @@ def _stage2(model, objective, cfg: TrainConfig, train_epoch, stage1: FitResult, 
             tic = time.perf_counter()
             state, loss = train_epoch(state, x_all, y_all)
             record = {"stage2_epoch": epoch, "loss": float(loss), "seconds": round(time.perf_counter() - tic, 3),
-                      "val_objective": _mean_loss(model, objective, state.params, x_val, y_val)}
+                      "val_objective": _training_objective(monitor, state.params, x_val, y_val)}
             history.append(record)
             if on_epoch:
                 on_epoch(record, state.params)

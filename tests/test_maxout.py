@@ -163,7 +163,7 @@ def test_resume_anywhere_gives_identical_parameters(tmp_path, monkeypatch, secon
     # and stage 2 never meets its target (so it runs all 3 of its epochs).
     ever_lower = itertools.count()
     monkeypatch.setattr(train_mod, "_validation_error", lambda *args: 1000.0 - next(ever_lower))
-    monkeypatch.setattr(train_mod, "_mean_loss", lambda model, obj, params, x, y: -1.0 if len(x) == 200 else 1.0)
+    monkeypatch.setattr(train_mod, "_training_objective", lambda monitor, params, x, y: -1.0 if len(x) == 200 else 1.0)
     extra = {"stage2": {"max_epochs": 3}} if second_stage == "stage2" else {"stage2": None, "retrain_on_all": True}
     cfg = _recipe(epochs=4, checkpoint_every=1, **extra)
     model, data = MaxoutMLP(**TINY), _toy()
@@ -244,3 +244,21 @@ def test_localization_number_for_fig3():
     peaked[:10] = 1.0
     assert localization(spread) == pytest.approx(100 * 78 / 784)
     assert localization({"maxout0": {"kernel": peaked}}) == pytest.approx(100.0)
+
+
+def test_stage2_objective_is_the_monitored_training_cost_with_dropout():
+    from fgsm_repro.train import MONITOR_KEY, make_objective_monitor
+
+    model = MaxoutMLP(**TINY, weight_init=0.5)
+    params = _params(model)
+    x, y, _, _ = _toy()
+    cfg = _recipe(batch_size=50)
+    monitor = make_objective_monitor(model, SOFTMAX, cfg)
+    keys = jax.random.split(jax.random.PRNGKey(MONITOR_KEY), 4)
+    loss_and_grad = make_loss_and_grad(model, SOFTMAX, cfg)
+    by_hand = np.mean([float(loss_and_grad(params, x[i * 50:(i + 1) * 50], y[i * 50:(i + 1) * 50], keys[i])[0])
+                       for i in range(4)])
+    assert float(monitor(params, x, y)) == pytest.approx(by_hand, rel=1e-5)
+    assert float(monitor(params, x, y)) == float(monitor(params, x, y))  # repeatable
+    no_dropout = float(SOFTMAX.loss(model.apply({"params": params}, x), y).mean())
+    assert float(monitor(params, x, y)) != pytest.approx(no_dropout, rel=1e-3)  # dropout masks are in it
