@@ -196,3 +196,23 @@ def train_variants(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Contex
     model, objective = build_model(cfg.model.name, cfg.model.options)
     return model, objective, {name: fit_for_experiment(model, objective, cfg.variant(name), splits, seed, ctx, cfg,
                                                        tag=name) for name in cfg.variants}
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, claim: str, profile: str, ctx: Context, dpi: int = 100) -> str:
+    """Save `fig` as results/figures/<claim>.<profile>.png; returns the path relative to results/."""
+    rel = Path("figures") / f"{claim}.{profile}.png"
+    out = Path(ctx.results_dir) / rel
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    return rel.as_posix()

@@ -17,14 +17,12 @@ Protocol:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import predict
-from fgsm_repro.experiments.common import Context, Outcome, clean_and_fgsm, train_with_selection
+from fgsm_repro.experiments.common import Context, Outcome, clean_and_fgsm, pyplot, save_figure, train_with_selection
 
 CLAIMS = ("F2.clean", "F2.adv", "F2.images")
 EXAMPLES_PER_CLASS = 5
@@ -62,11 +60,7 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
 def _figure(w: np.ndarray, splits: Splits, x_adv: np.ndarray, cfg: ExperimentConfig, seed: int,
             ctx: Context) -> str:
     """Fig. 2 from this run; returns its path relative to the results dir."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     picks = np.concatenate([np.flatnonzero(splits.y_test == label)[:EXAMPLES_PER_CLASS] for label in (-1, 1)])
     cols = len(picks)
     fig, axes = plt.subplots(3, cols, figsize=(1.3 * cols, 4.4))
@@ -85,9 +79,4 @@ def _figure(w: np.ndarray, splits: Splits, x_adv: np.ndarray, cfg: ExperimentCon
     axes[2, 0].set_title(f"(d) FGSM eps={cfg.attack.eps:g} (same gray scale)", fontsize=8, loc="left")
     fig.suptitle(f"Fig. 2 reproduced: logistic regression, MNIST 3 vs 7 [{cfg.profile} profile, seed {seed}]",
                  fontsize=9)
-    rel = Path("figures") / f"F2.images.{cfg.profile}.png"
-    out = Path(ctx.results_dir) / rel
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return rel.as_posix()
+    return save_figure(fig, "F2.images", cfg.profile, ctx, dpi=110)

@@ -15,14 +15,12 @@ with true labels and no clipping, on the 10k test images.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import evaluate
-from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, fit_for_experiment
+from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, fit_for_experiment, pyplot, save_figure
 from fgsm_repro.models import build_model
 
 CLAIMS = ("T1.maxout", "T2.clean240", "T2.adv240", "T2.adverr", "T2.transfer_a", "T2.transfer_b", "T2.conf",
@@ -80,11 +78,7 @@ def localization(params, top: float = 0.10) -> float:
 
 def _figure(params: dict, cfg: ExperimentConfig, seed: int, ctx: Context, units: int = 4) -> str:
     """Fig. 3: the first-layer weights (all pieces of the first `units` units) of both models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     pieces = cfg.model.options.get("pieces", 5)
     fig, axes = plt.subplots(2 * units, pieces, figsize=(1.2 * pieces, 1.2 * units * 2))
     for row, name in enumerate(("naive", "adversarial")):
@@ -100,9 +94,4 @@ def _figure(params: dict, cfg: ExperimentConfig, seed: int, ctx: Context, units:
             axes[row * units + u, 0].set_ylabel(f"{name[:5]} u{u}", fontsize=7)
     fig.suptitle(f"Fig. 3 reproduced: first-layer maxout weights, naive (top) vs adversarially trained (bottom) "
                  f"[{cfg.profile} profile, seed {seed}]", fontsize=8)
-    rel = Path("figures") / f"F3.weights.{cfg.profile}.png"
-    out = Path(ctx.results_dir) / rel
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return rel.as_posix()
+    return save_figure(fig, "F3.weights", cfg.profile, ctx, dpi=100)
