@@ -226,7 +226,7 @@ def _print_summary(results_dir: Path):
     from fgsm_repro.report import _best_records
     from fgsm_repro.results import read_results
 
-    best = _best_records(read_results(results_dir))
+    best = _best_records(read_results(results_dir), include_ci=True)
     from fgsm_repro.reference import TARGETS
 
     table = Table(title="paper vs measured (percent)")
