@@ -244,10 +244,10 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.nd
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
     steps_per_epoch = len(x_train) // cfg.batch_size
     tx = make_optimizer(cfg, steps_per_epoch)
-    if cfg.l1 and cfg.l1.layer not in model.init(jax.random.PRNGKey(0), jnp.asarray(x_train[:1]))["params"]:
-        raise ReproError(f"train.l1.layer {cfg.l1.layer!r} is not a layer of {type(model).__name__}")
     train_epoch = make_train_epoch(model, objective, tx, cfg)
     state = init_state(model, tx, x_train, seed)
+    if cfg.l1 and cfg.l1.layer not in state.params:
+        raise ReproError(f"train.l1.layer {cfg.l1.layer!r} is not a layer of {type(model).__name__}")
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
 
     # A copy: train_epoch donates (frees) the buffers of the state it is given.
