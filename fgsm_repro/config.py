@@ -160,6 +160,9 @@ class ExperimentConfig(_Strict):
     train: TrainConfig
     attack: AttackConfig
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    # Train the seeds together in one vmapped program (experiments that support it) rather than
+    # one after another: the same runs up to float rounding, so not part of the config hash.
+    seeds_together: bool = True
     select: SelectionConfig | None = None
     sensitivity: SensitivityConfig | None = None
     # For experiments that compare a model with its adversarially trained twin (same `train`
@@ -214,7 +217,7 @@ class ExperimentConfig(_Strict):
         """sha256 of the resolved config (after the profile merge), first 16 hex digits. Prose
         (description, deviations, profile note) and fields left at their defaults are not hashed:
         rewording a note or adding an option leaves the hash of what runs unchanged."""
-        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=PROSE))
+        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=PROSE | {"seeds_together"}))
 
     def training_hash(self) -> str:
         """Hash of what determines trained parameters (data, model, train): checkpoints stay

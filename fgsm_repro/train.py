@@ -111,9 +111,11 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
 
 
 def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientTransformation,
-                     cfg: TrainConfig) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
+                     cfg: TrainConfig, *, seeds_together: bool = False) -> Callable:
     """A jitted ``(state, x, y) -> (state, mean loss)`` for one shuffled epoch.
 
+    With ``seeds_together`` the state has a leading seed axis and every seed steps through its own
+    epoch (its own shuffle and dropout masks) in one vmapped program over the same resident data.
     The last incomplete minibatch is dropped (none is for the paper's 50k/60k with batch 100).
     """
     loss_and_grad = make_loss_and_grad(model, objective, cfg)
@@ -126,7 +128,6 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
         params = optax.apply_updates(state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def train_epoch(state: TrainState, x: jax.Array, y: jax.Array):
         rng, shuffle_key = jax.random.split(state.rng)
         step_key = jax.random.fold_in(shuffle_key, 1)  # dropout / noise keys; the shuffle stays as it was
@@ -138,7 +139,9 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
                                      state.replace(rng=rng), (batches, keys))
         return state, losses.mean()
 
-    return train_epoch
+    if seeds_together:
+        train_epoch = jax.vmap(train_epoch, in_axes=(0, None, None))
+    return jax.jit(train_epoch, donate_argnums=0)
 
 
 @dataclass
@@ -155,8 +158,10 @@ class FitResult:
 
     @property
     def seconds_per_epoch(self) -> float | None:
-        """Median training time of a stage-1 epoch (the first, which compiles, excluded)."""
-        times = [r["seconds"] for r in self.history if "epoch" in r and r["epoch"] > 1 and "seconds" in r]
+        """Median training time of a stage-1 epoch per model (the first, which compiles, excluded;
+        an epoch of several seeds stepped together counts its share)."""
+        times = [r["seconds"] / r.get("seeds_together", 1) for r in self.history
+                 if "epoch" in r and r["epoch"] > 1 and "seconds" in r]
         return float(np.median(times)) if times else None
 
 
@@ -225,125 +230,194 @@ def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) 
     return error_rate(predict(model, objective, params, x_adv)[0], y_val)
 
 
+@dataclass
+class _Run:
+    """One seed's training loop: its state, the bookkeeping a checkpoint restores, and where it stops."""
+
+    seed: int
+    state: TrainState
+    max_epochs: int
+    ckpt: _Checkpointer | None = None
+    best_state: TrainState | None = None
+    best_val: float | None = None
+    best_epoch: int = 0
+    target: float | None = None  # stage 2: the training objective to reach
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    done: bool = False
+
+    def restore(self) -> None:
+        """Continue from the latest checkpoint, if there is one."""
+        if not self.ckpt:
+            return
+        template = {"state": self.state} | ({"best_state": self.best_state} if self.best_state is not None else {})
+        restored = self.ckpt.restore(template)
+        if restored:
+            arrays, meta = restored
+            self.state, self.best_state = arrays["state"], arrays.get("best_state")
+            self.best_val, self.best_epoch = meta.get("best_val"), meta.get("best_epoch", 0)
+            self.history, self.epoch, self.done = meta["history"], meta["epoch"], meta["done"]
+
+    def save(self, every: int) -> None:
+        if self.ckpt and (self.epoch % every == 0 or self.done):
+            arrays = {"state": self.state} | ({"best_state": self.best_state} if self.best_state is not None else {})
+            # Host copies: orbax writes in the background while the next epoch runs.
+            self.ckpt.save(self.epoch, jax.device_get(arrays),
+                           {"epoch": self.epoch, "best_val": self.best_val, "best_epoch": self.best_epoch,
+                            "history": [dict(r) for r in self.history],  # a snapshot: orbax serializes it later
+                            "done": self.done})
+
+
+def _train_together(runs: list[_Run], make_epoch: Callable[[bool], Callable], x, y,
+                    after_epoch: Callable[[_Run, float, dict], None]) -> None:
+    """Train every unfinished run an epoch at a time until all are done: one run on its own,
+    several in one vmapped program (a finished run leaves the batch of seeds)."""
+    single, together = functools.cache(lambda: make_epoch(False)), functools.cache(lambda: make_epoch(True))
+    try:
+        while active := [r for r in runs if not r.done]:
+            tic = time.perf_counter()
+            if len(active) == 1:
+                state, loss = single()(active[0].state, x, y)
+                states, losses = [state], [loss]
+            else:
+                stacked, losses = together()(jax.tree.map(lambda *a: jnp.stack(a), *[r.state for r in active]), x, y)
+                states = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(len(active))]
+            losses = np.asarray(jax.device_get(losses), np.float64).reshape(-1)
+            timing = {"seconds": round(time.perf_counter() - tic, 3)}
+            if len(active) > 1:
+                timing["seeds_together"] = len(active)
+            for run, state, loss in zip(active, states, losses, strict=True):
+                run.state, run.epoch = state, run.epoch + 1
+                after_epoch(run, float(loss), timing)
+    finally:
+        for run in runs:
+            if run.ckpt:
+                run.ckpt.close()
+
+
 def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
         x_val: np.ndarray | None, y_val: np.ndarray | None, seed: int, *, checkpoint_dir: Path | None = None,
         config_hash: str = "", on_epoch: Callable[[dict, Any], None] | None = None) -> FitResult:
-    """Train `model` per `cfg`. With a `checkpoint_dir`, resumes from its latest checkpoint
-    (a finished run is not trained further).
+    """Train `model` per `cfg` from `seed`: :func:`fit_seeds` for one seed."""
+    return fit_seeds(model, objective, cfg, x_train, y_train, x_val, y_val, [seed],
+                     checkpoint_dirs=[checkpoint_dir] if checkpoint_dir else None, config_hash=config_hash,
+                     on_epoch=on_epoch)[0]
+
+
+def fit_seeds(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
+              x_val: np.ndarray | None, y_val: np.ndarray | None, seeds: list[int], *,
+              checkpoint_dirs: list[Path] | None = None, config_hash: str = "",
+              on_epoch: Callable[[dict, Any], None] | None = None) -> list[FitResult]:
+    """Train `model` per `cfg` once per seed, the seeds stepped together in one vmapped program
+    (each with its own initialization, data order, dropout masks and early stopping — the same
+    run as alone, up to float rounding). With `checkpoint_dirs` (one per seed), each seed resumes
+    from its latest checkpoint (a finished run is not trained further); the checkpoints are the
+    same whether a seed was trained alone or with others.
 
     Stage 1 trains on (x_train, y_train) with early stopping on the validation error (clean, or
-    under FGSM with ``early_stopping_on: adversarial_error``) and keeps the best state. With
-    ``cfg.stage2`` it then continues from that state on train + validation (:func:`_stage2`).
+    under FGSM with ``early_stopping_on: adversarial_error``) and keeps the best state. Then, with
+    ``cfg.retrain_on_all``, a fresh run on train + validation for the best epoch count, or, with
+    ``cfg.stage2``, :func:`_stage2` from the best state.
 
-    `on_epoch(record, params)` is called after every epoch with the epoch's record (epoch,
-    loss, val_error) and the current parameters (valid only during the call).
+    `on_epoch(record, params)` is called after every epoch of every seed with the epoch's record
+    (seed, epoch, loss, val_error) and that seed's current parameters (valid only during the call).
     """
     if (cfg.early_stopping_patience or cfg.stage2 or cfg.retrain_on_all) and (x_val is None or len(x_val) == 0):
         raise ReproError("early stopping, stage 2 and retraining need a validation set (data.validation_size > 0)")
     if len(x_train) < cfg.batch_size:
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
-    steps_per_epoch = len(x_train) // cfg.batch_size
-    tx = make_optimizer(cfg, steps_per_epoch)
-    train_epoch = make_train_epoch(model, objective, tx, cfg)
-    state = init_state(model, tx, x_train, seed)
-    if cfg.l1 and cfg.l1.layer not in state.params:
-        raise ReproError(f"train.l1.layer {cfg.l1.layer!r} is not a layer of {type(model).__name__}")
-    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
-
-    # A copy: train_epoch donates (frees) the buffers of the state it is given.
-    best_state = jax.tree.map(jnp.copy, state)
-    best_val, best_epoch, history, start, done = None, 0, [], 0, False
-    ckpt = _Checkpointer(checkpoint_dir, config_hash) if checkpoint_dir else None
-    if ckpt:
-        restored = ckpt.restore({"state": state, "best_state": best_state})
-        if restored:
-            arrays, meta = restored
-            state, best_state = arrays["state"], arrays["best_state"]
-            best_val, best_epoch, history, start, done = (
-                meta["best_val"], meta["best_epoch"], meta["history"], meta["epoch"], meta["done"])
-    try:
-        for epoch in range(start + 1, 0 if done else cfg.epochs + 1):
-            tic = time.perf_counter()
-            state, loss = train_epoch(state, x_dev, y_dev)
-            record = {"epoch": epoch, "loss": float(loss), "seconds": round(time.perf_counter() - tic, 3)}
-            if x_val is not None and len(x_val):
-                record["val_error"] = _validation_error(model, objective, cfg, state.params, x_val, y_val)
-                if best_val is None or record["val_error"] < best_val:
-                    # A copy: the next train_epoch donates (frees) the buffers of `state`.
-                    best_val, best_epoch, best_state = record["val_error"], epoch, jax.tree.map(jnp.copy, state)
-            history.append(record)
-            if on_epoch:
-                on_epoch(record, state.params)
-            stop = (cfg.early_stopping_patience is not None and epoch - best_epoch >= cfg.early_stopping_patience)
-            done = stop or epoch == cfg.epochs
-            if ckpt and (epoch % cfg.checkpoint_every == 0 or done):
-                # Host copies: orbax writes in the background while the next epoch runs.
-                ckpt.save(epoch, jax.device_get({"state": state, "best_state": best_state}),
-                          {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
-                           "history": [dict(r) for r in history],  # a snapshot: orbax serializes it later
-                           "done": done})
-            if stop:
-                break
-    finally:
-        if ckpt:
-            ckpt.close()
-    epochs_run = history[-1]["epoch"] if history else start
-    if cfg.early_stopping_patience is None and not cfg.stage2:
-        best_state, best_epoch = state, epochs_run
-    result = FitResult(params=best_state.params, epochs_run=epochs_run, best_epoch=best_epoch,
-                       best_val_error=best_val, history=history, best_state=best_state)
+    dirs = checkpoint_dirs or [None] * len(seeds)
+    results = _stage1(model, objective, cfg, x_train, y_train, x_val, y_val, seeds, [cfg.epochs] * len(seeds),
+                      dirs, config_hash, on_epoch)
     if cfg.retrain_on_all:
-        retrain_cfg = cfg.model_copy(update={"epochs": best_epoch, "early_stopping_patience": None,
-                                             "retrain_on_all": False})
-        retrained = fit(model, objective, retrain_cfg, np.concatenate([x_train, x_val]),
-                        np.concatenate([y_train, y_val]), None, None, seed,
-                        checkpoint_dir=checkpoint_dir.with_name(checkpoint_dir.name + "-retrain")
-                        if checkpoint_dir else None, config_hash=config_hash, on_epoch=on_epoch)
-        result.params, result.retrain_epochs = retrained.params, retrained.epochs_run
+        retrain_cfg = cfg.model_copy(update={"early_stopping_patience": None, "retrain_on_all": False})
+        retrained = _stage1(model, objective, retrain_cfg, np.concatenate([x_train, x_val]),
+                            np.concatenate([y_train, y_val]), None, None, seeds, [r.best_epoch for r in results],
+                            [d.with_name(d.name + "-retrain") if d else None for d in dirs], config_hash, on_epoch)
+        for result, fresh in zip(results, retrained, strict=True):
+            result.params, result.retrain_epochs = fresh.params, fresh.epochs_run
     if cfg.stage2:
-        stage2_dir = checkpoint_dir.with_name(checkpoint_dir.name + "-stage2") if checkpoint_dir else None
-        result = _stage2(model, objective, cfg, train_epoch, result, x_train, y_train, x_val, y_val, stage2_dir,
-                         config_hash, on_epoch)
-    return result
+        results = _stage2(model, objective, cfg, seeds, results, x_train, y_train, x_val, y_val,
+                          [d.with_name(d.name + "-stage2") if d else None for d in dirs], config_hash, on_epoch)
+    return results
 
 
-def _stage2(model, objective, cfg: TrainConfig, train_epoch, stage1: FitResult, x_train, y_train, x_val, y_val,
-            checkpoint_dir: Path | None, config_hash: str, on_epoch) -> FitResult:
+def _stage1(model, objective, cfg: TrainConfig, x_train, y_train, x_val, y_val, seeds: list[int],
+            epochs: list[int], dirs: list[Path | None], config_hash: str, on_epoch) -> list[FitResult]:
+    """Stage 1 of :func:`fit_seeds`: seed i trains for at most epochs[i] epochs."""
+    tx = make_optimizer(cfg, len(x_train) // cfg.batch_size)
+    runs = []
+    for seed, max_epochs, directory in zip(seeds, epochs, dirs, strict=True):
+        state = init_state(model, tx, x_train, seed)
+        if cfg.l1 and cfg.l1.layer not in state.params:
+            raise ReproError(f"train.l1.layer {cfg.l1.layer!r} is not a layer of {type(model).__name__}")
+        # A copy: train_epoch donates (frees) the buffers of the state it is given.
+        run = _Run(seed, state, max_epochs, _Checkpointer(directory, config_hash) if directory else None,
+                   best_state=jax.tree.map(jnp.copy, state))
+        run.restore()
+        run.done = run.done or max_epochs == 0
+        runs.append(run)
+    validate = x_val is not None and len(x_val) > 0
+
+    def after_epoch(run: _Run, loss: float, timing: dict) -> None:
+        record = {"epoch": run.epoch, "loss": loss, **timing}
+        if validate:
+            record["val_error"] = _validation_error(model, objective, cfg, run.state.params, x_val, y_val)
+            if run.best_val is None or record["val_error"] < run.best_val:
+                # A copy: the next train_epoch donates (frees) the buffers of `run.state`.
+                run.best_val, run.best_epoch = record["val_error"], run.epoch
+                run.best_state = jax.tree.map(jnp.copy, run.state)
+        run.history.append(record)
+        if on_epoch:
+            on_epoch({**record, "seed": run.seed}, run.state.params)
+        stop = cfg.early_stopping_patience is not None and run.epoch - run.best_epoch >= cfg.early_stopping_patience
+        run.done = stop or run.epoch >= run.max_epochs
+        run.save(cfg.checkpoint_every)
+
+    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
+    _train_together(runs, lambda together: make_train_epoch(model, objective, tx, cfg, seeds_together=together),
+                    x_dev, y_dev, after_epoch)
+    results = []
+    for run in runs:
+        epochs_run = run.history[-1]["epoch"] if run.history else run.epoch
+        if cfg.early_stopping_patience is None and not cfg.stage2:
+            run.best_state, run.best_epoch = run.state, epochs_run
+        results.append(FitResult(params=run.best_state.params, epochs_run=epochs_run, best_epoch=run.best_epoch,
+                                 best_val_error=run.best_val, history=run.history, best_state=run.best_state))
+    return results
+
+
+def _stage2(model, objective, cfg: TrainConfig, seeds: list[int], stage1: list[FitResult], x_train, y_train,
+            x_val, y_val, dirs: list[Path | None], config_hash: str, on_epoch) -> list[FitResult]:
     """pylearn2's ``mnist_pi_continue``: from the best stage-1 state (parameters, optimizer state
     with its lr and momentum, PRNG), train on all of train + validation until the training
     objective on the former validation part falls to the training objective that the best stage-1
     parameters had on the training part, at most ``stage2.max_epochs`` epochs. Both objectives
     are the training cost as monitored by :func:`make_objective_monitor` (dropout included)."""
     monitor = make_objective_monitor(model, objective, cfg)
-    target = _training_objective(monitor, stage1.best_state.params, x_train, y_train)
-    state = jax.tree.map(jnp.copy, stage1.best_state)
+    tx = make_optimizer(cfg, len(x_train) // cfg.batch_size)  # the stage-1 schedules run on
+    runs = []
+    for seed, result, directory in zip(seeds, stage1, dirs, strict=True):
+        run = _Run(seed, jax.tree.map(jnp.copy, result.best_state), cfg.stage2.max_epochs,
+                   _Checkpointer(directory, config_hash) if directory else None,
+                   target=_training_objective(monitor, result.best_state.params, x_train, y_train))
+        run.restore()
+        runs.append(run)
+
+    def after_epoch(run: _Run, loss: float, timing: dict) -> None:
+        record = {"stage2_epoch": run.epoch, "loss": loss, **timing,
+                  "val_objective": _training_objective(monitor, run.state.params, x_val, y_val)}
+        run.history.append(record)
+        if on_epoch:
+            on_epoch({**record, "seed": run.seed}, run.state.params)
+        run.done = record["val_objective"] <= run.target or run.epoch >= run.max_epochs
+        run.save(cfg.checkpoint_every)
+
     x_all, y_all = jnp.asarray(np.concatenate([x_train, x_val])), jnp.asarray(np.concatenate([y_train, y_val]))
-    history, start, done = [], 0, False
-    ckpt = _Checkpointer(checkpoint_dir, config_hash) if checkpoint_dir else None
-    if ckpt:
-        restored = ckpt.restore({"state": state})
-        if restored:
-            state, meta = restored[0]["state"], restored[1]
-            history, start, done = meta["history"], meta["epoch"], meta["done"]
-    try:
-        for epoch in range(start + 1, 0 if done else cfg.stage2.max_epochs + 1):
-            tic = time.perf_counter()
-            state, loss = train_epoch(state, x_all, y_all)
-            record = {"stage2_epoch": epoch, "loss": float(loss), "seconds": round(time.perf_counter() - tic, 3),
-                      "val_objective": _training_objective(monitor, state.params, x_val, y_val)}
-            history.append(record)
-            if on_epoch:
-                on_epoch(record, state.params)
-            done = record["val_objective"] <= target or epoch == cfg.stage2.max_epochs
-            if ckpt and (epoch % cfg.checkpoint_every == 0 or done):
-                ckpt.save(epoch, jax.device_get({"state": state}),
-                          {"epoch": epoch, "history": [dict(r) for r in history], "done": done})
-            if done:
-                break
-    finally:
-        if ckpt:
-            ckpt.close()
-    return FitResult(params=state.params, epochs_run=stage1.epochs_run, best_epoch=stage1.best_epoch,
-                     best_val_error=stage1.best_val_error, history=stage1.history + history,
-                     best_state=stage1.best_state, best_train_objective=target,
-                     stage2_epochs=history[-1]["stage2_epoch"] if history else start)
+    _train_together(runs, lambda together: make_train_epoch(model, objective, tx, cfg, seeds_together=together),
+                    x_all, y_all, after_epoch)
+    return [FitResult(params=run.state.params, epochs_run=s1.epochs_run, best_epoch=s1.best_epoch,
+                      best_val_error=s1.best_val_error, history=s1.history + run.history, best_state=s1.best_state,
+                      best_train_objective=run.target,
+                      stage2_epochs=run.history[-1]["stage2_epoch"] if run.history else run.epoch)
+            for s1, run in zip(stage1, runs, strict=True)]

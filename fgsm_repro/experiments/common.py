@@ -22,7 +22,7 @@ from fgsm_repro.evaluation import adversarial_examples, evaluate
 from fgsm_repro.models import build_model
 from fgsm_repro.objectives import Objective
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
-from fgsm_repro.train import FitResult, fit
+from fgsm_repro.train import FitResult, fit_seeds
 
 
 @dataclass
@@ -95,31 +95,41 @@ def train_with_selection(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: 
     return Trained(model, objective, result.params, result, wd, rows)
 
 
-def fit_logged(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits, seed: int,
-               ctx: Context, *, label: str, checkpoint_dir: Path | None, config_hash: str,
-               on_epoch=None) -> FitResult:
-    """`fit` on the splits with a progress bar; resumes from `checkpoint_dir` if it has one."""
-    with ctx.progress(label, train_cfg.epochs) as advance:
+def fit_logged(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits, seeds: list[int],
+               ctx: Context, *, label: str, checkpoint_dirs: list[Path] | None, config_hash: str,
+               on_epoch=None) -> list[FitResult]:
+    """`fit_seeds` on the splits with a progress bar; resumes from `checkpoint_dirs` if they hold
+    checkpoints."""
+    with ctx.progress(label, train_cfg.epochs * len(seeds)) as advance:
         def callback(record, params):
             advance(record)
             if on_epoch:
                 on_epoch(record, params)
 
-        return fit(model, objective, train_cfg, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                   seed, checkpoint_dir=checkpoint_dir, config_hash=config_hash, on_epoch=callback)
+        return fit_seeds(model, objective, train_cfg, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                         seeds, checkpoint_dirs=checkpoint_dirs, config_hash=config_hash, on_epoch=callback)
+
+
+def fit_seeds_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits,
+                             seeds: list[int], ctx: Context, cfg: ExperimentConfig, tag: str, on_epoch=None,
+                             checkpoint: bool = True) -> list[FitResult]:
+    """`fit_logged` with checkpoints in ``runs/<experiment>.<profile>/seed<N>-<tag>`` (unless
+    `checkpoint` is False); the seeds train together."""
+    run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}"
+    return fit_logged(model, objective, train_cfg, splits, seeds, ctx,
+                      label=f"{cfg.name} [{cfg.profile}] seed {','.join(map(str, seeds))} {tag}",
+                      checkpoint_dirs=[run_dir / f"seed{seed}-{tag}" for seed in seeds] if checkpoint else None,
+                      # Keyed by the train section actually used (variants, adversarial twins).
+                      config_hash=f"{cfg.model_copy(update={'train': train_cfg}).training_hash()}-{tag}",
+                      on_epoch=on_epoch)
 
 
 def fit_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits, seed: int,
                        ctx: Context, cfg: ExperimentConfig, tag: str, on_epoch=None,
                        checkpoint: bool = True) -> FitResult:
-    """`fit_logged` with checkpoints in ``runs/<experiment>.<profile>/seed<N>-<tag>`` (unless
-    `checkpoint` is False)."""
-    run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}" / f"seed{seed}-{tag}" if checkpoint else None
-    return fit_logged(model, objective, train_cfg, splits, seed, ctx,
-                      label=f"{cfg.name} [{cfg.profile}] seed {seed} {tag}", checkpoint_dir=run_dir,
-                      # Keyed by the train section actually used (variants, adversarial twins).
-                      config_hash=f"{cfg.model_copy(update={'train': train_cfg}).training_hash()}-{tag}",
-                      on_epoch=on_epoch)
+    """:func:`fit_seeds_for_experiment` for one seed."""
+    return fit_seeds_for_experiment(model, objective, train_cfg, splits, [seed], ctx, cfg, tag, on_epoch,
+                                    checkpoint)[0]
 
 
 def fgsm_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,

@@ -47,7 +47,10 @@ def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
-    outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
+    if cfg.seeds_together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
+        outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
+    else:
+        outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
     measured, ci95 = aggregate(outcomes)
     record = {
         "name": cfg.name,

@@ -9,6 +9,7 @@ Protocol: the configured model and `train` section (stage 1 on the first 50k, ea
 the last 10k — on the FGSM validation error when ``early_stopping_on: adversarial_error`` —
 then stage 2 or a fresh run on all 60k for the chosen number of epochs), once per seed; clean
 test error, and FGSM ε = .25 error as an extra. The config's `claims` say which row it measures.
+The seeds train together in one vmapped program unless the config sets ``seeds_together: false``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,25 @@ from __future__ import annotations
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import evaluate
-from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, fit_for_experiment
+from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, fit_seeds_for_experiment
 from fgsm_repro.models import build_model
+from fgsm_repro.train import FitResult
 
 CLAIMS = ("T2.clean1600", "T2.adv1600")
 
 
-def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
+def run_seeds(cfg: ExperimentConfig, splits: Splits, seeds: list[int], ctx: Context) -> list[Outcome]:
+    """All seeds trained together (one vmapped program), then evaluated one by one."""
     model, objective = build_model(cfg.model.name, cfg.model.options)
-    result = fit_for_experiment(model, objective, cfg.train, splits, seed, ctx, cfg, tag="model")
+    results = fit_seeds_for_experiment(model, objective, cfg.train, splits, seeds, ctx, cfg, tag="model")
+    return [_outcome(cfg, model, objective, splits, result) for result in results]
+
+
+def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
+    return run_seeds(cfg, splits, [seed], ctx)[0]
+
+
+def _outcome(cfg: ExperimentConfig, model, objective, splits: Splits, result: FitResult) -> Outcome:
     clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
     adv, _ = fgsm_metrics(model, objective, result.params, splits.x_test, splits.y_test, cfg.attack)
     row = {"error": clean["error"], "fgsm_error": adv["error"], "best_epoch": result.best_epoch,
