@@ -9,7 +9,7 @@ PROFILE ?= paper
 OFFLINE_DATA ?= $(firstword $(wildcard ../shared/data))
 PYTEST_ARGS ?=
 
-.PHONY: install data test reproduce-all report lint clean-runs
+.PHONY: install data test reproduce-all report lint clean-runs bench bench-deps
 
 $(BIN)/fgsm-repro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,19 @@ $(BIN)/fgsm-repro: pyproject.toml
 
 install: $(BIN)/fgsm-repro
 
+# PyTorch (CPU build, pinned) and torchattacks, for `make bench` and the tests that check the
+# benchmark compares like with like; torchattacks without its deps (torchvision pulls CUDA torch).
+$(VENV)/.bench-deps: $(BIN)/fgsm-repro
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
+	touch $@
+
+bench-deps: $(VENV)/.bench-deps
+
 data: install
 	$(BIN)/fgsm-repro data prepare mnist $(if $(OFFLINE_DATA),--from $(OFFLINE_DATA)/mnist)
 
-test: data
+test: data bench-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 reproduce-all: data
@@ -30,6 +39,9 @@ reproduce-all: data
 
 report: install
 	$(BIN)/fgsm-repro report
+
+bench: bench-deps
+	$(BIN)/fgsm-repro bench
 
 lint: install
 	$(BIN)/ruff check fgsm_repro tests

@@ -1,4 +1,4 @@
-"""The `fgsm-repro` command line: train, attack, reproduce, report, data."""
+"""The `fgsm-repro` command line: train, attack, reproduce, report, bench, data."""
 
 from __future__ import annotations
 
@@ -263,6 +263,35 @@ def report(
     out.print(f"report -> {write_report(results_dir)}")
 
 
+@app.command()
+def bench(
+    only: Annotated[list[str] | None, typer.Argument(help="Workload names; none = all.")] = None,
+    reps: Annotated[int, typer.Option(min=1, help="Timed repetitions per side.")] = 5,
+    examples: Annotated[int, typer.Option(min=100, help="Training examples per timed epoch.")] = 10_000,
+    quick: Annotated[bool, typer.Option(help="Tiny networks and data: checks the suite runs, times nothing real.")]
+    = False,
+    threads: Annotated[int | None, typer.Option(help="PyTorch intra-op threads [default: torch's].")] = None,
+    results_dir: ResultsDirOpt = None,
+):
+    """Time our JAX workloads against PyTorch + torchattacks on this machine -> results/bench.json."""
+    from dataclasses import replace
+
+    from fgsm_repro.bench import BenchSettings, run_bench
+    from fgsm_repro.report import write_report
+    from fgsm_repro.results import RESULTS_DIR
+
+    settings = BenchSettings.quick() if quick else BenchSettings(reps=reps, examples=examples)
+    settings = replace(settings, threads=threads)
+    record = run_bench(only, settings, log=out.print)
+    results_dir = Path(results_dir or RESULTS_DIR)
+    path = results_dir / ("bench.quick.json" if quick else "bench.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    out.print(f"benchmark -> {path}; report -> {write_report(results_dir)}")
+
+
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
@@ -317,8 +346,19 @@ def data_info(name: Annotated[str, typer.Argument(help="mnist or cifar10.")], da
     out.print_json(json.dumps(read_provenance(dataset_dir(stored, root))))
 
 
+def _compilation_cache() -> None:
+    """JAX's persistent compilation cache, so that repeated CLI runs do not compile the same
+    programs again: $FGSM_REPRO_JAX_CACHE (``off`` disables it) or ~/.cache/fgsm-repro/jax."""
+    where = os.environ.get("FGSM_REPRO_JAX_CACHE", str(Path.home() / ".cache" / "fgsm-repro" / "jax"))
+    if where.lower() != "off":
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", where)
+
+
 def main() -> None:
     try:
+        _compilation_cache()
         app()
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)

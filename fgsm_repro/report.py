@@ -3,6 +3,7 @@ measured one, the tolerance band, within/outside, the profile, and the deviation
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fgsm_repro.reference import TARGETS, claim_ids
@@ -134,6 +135,33 @@ def experiment_section(rec: dict) -> list[str]:
     return out
 
 
+def bench_section(results_dir: Path) -> list[str]:
+    """The speed comparison of results/bench.json (written by `fgsm-repro bench`), if any."""
+    path = Path(results_dir) / "bench.json"
+    if not path.exists():
+        return ["## Speed", "", "No benchmark yet: `make bench` writes results/bench.json.", ""]
+    b = json.loads(path.read_text())
+    p, m = b["provenance"], b["provenance"]["machine"]
+    peak = ", ".join(f"{k} {v:.0f}" for k, v in b["matmul_peak_gflops"].items())
+    lines = ["## Speed", "",
+             f"JAX (this project) against PyTorch {m['versions'].get('torch')} eager + torchattacks "
+             f"{m['versions'].get('torchattacks')}, same workloads, interleaved in one run on {m['cpu']} "
+             f"({m['cpu_count']} cores, {m['platform']}); medians of {b['settings']['reps']} timed runs after a "
+             f"warm-up. Training epochs are timed on {b['settings']['examples']} examples, attacks on "
+             f"{b['settings']['test_examples']} images. Matmul peak (fp32 GFLOP/s): {peak}. "
+             f"Target: {b['target']}. Commit `{p['git_commit'][:12]}`, {p['finished_at']}.", "",
+             "| workload | JAX s | PyTorch s | speedup | JAX GFLOP/s | JAX % of bound | PyTorch % of bound | "
+             "JAX compile s | target met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for w in b["workloads"]:
+        lines.append(f"| {w['name']} ({w['description']}) | {w['jax_seconds']:.3f} | {w['torch_seconds']:.3f} | "
+                     f"{w['speedup']:.2f}x | {w['jax_gflops']:.0f} | {100 * w['jax_roofline_fraction']:.0f}% | "
+                     f"{100 * w['torch_roofline_fraction']:.0f}% | {w['jax_compile_seconds']:.2f} | "
+                     f"{'yes' if w['meets_target'] else '**no**'} |")
+    lines += [""] + [f"- not benchmarked yet: {name} — {why}" for name, why in b.get("not_yet", {}).items()] + [""]
+    return lines
+
+
 def build_report(results_dir: Path = RESULTS_DIR) -> str:
     records = read_results(results_dir)
     table, counts = claims_table(records)
@@ -168,6 +196,7 @@ def build_report(results_dir: Path = RESULTS_DIR) -> str:
     by_profile = sorted(records, key=lambda r: (r["name"], PROFILE_ORDER.index(r["provenance"]["profile"])))
     for rec in by_profile:
         lines += experiment_section(rec)
+    lines += bench_section(results_dir)
     lines += ["## Not measured yet", "", ", ".join(pending) if pending else "none", ""]
     return "\n".join(lines)
 

@@ -4,7 +4,8 @@ One attack per module; ATTACKS maps the config name to the function.
 """
 
 from fgsm_repro.attacks.fgsm import fgsm
+from fgsm_repro.attacks.pgd import pgd
 
 ATTACKS = {"fgsm": fgsm}
 
-__all__ = ["ATTACKS", "fgsm"]
+__all__ = ["ATTACKS", "fgsm", "pgd"]

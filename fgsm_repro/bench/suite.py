@@ -1,0 +1,267 @@
+"""The benchmark suite: each workload timed in our JAX implementation and in an equivalent eager
+PyTorch one (torchattacks for the attacks), interleaved in one run after warm-up, with medians,
+the speed ratio, and achieved GFLOP/s against the machine's measured matmul peak.
+
+FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
+the backward pass to the activations and to the weights (the first layer's input gradient is
+not needed, except when the adversarial objective needs ∇ₓ); an attack step is a forward pass
+and the backward pass to the input. The arithmetic bound of a workload is its FLOPs at the
+matmul peak — no implementation can beat it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgsm_repro.config import AttackConfig, TrainConfig
+from fgsm_repro.errors import ReproError
+
+PAPER_RECIPE = dict(
+    batch_size=100, max_col_norm=1.9365,
+    optimizer=dict(name="classical_momentum", learning_rate=0.1, lr_decay_factor=1.000004, min_learning_rate=1e-6,
+                   momentum=0.5, final_momentum=0.7, momentum_saturate_epoch=250))
+ADVERSARIAL = (0.5, 0.25)  # alpha, eps of §6
+ATTACK_EPS, PGD_STEPS = 0.25, 10
+TARGET_SPEEDUP, TARGET_ROOFLINE = 1.5, 0.9
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    examples: int = 10_000  # training examples per timed epoch (the report scales to 50k)
+    test_examples: int = 10_000  # images attacked per timed attack
+    reps: int = 5  # timed repetitions per side, after one warm-up
+    ensemble: int = 12
+    unit_scale: float = 1.0  # < 1 shrinks the networks (smoke runs of the suite itself)
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+
+    @classmethod
+    def quick(cls) -> BenchSettings:
+        return cls(examples=400, test_examples=400, reps=1, ensemble=3, unit_scale=0.05)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    units: int
+    kind: str  # "clean", "adversarial", "ensemble", "fgsm", "pgd"
+
+    def width(self, s: BenchSettings) -> int:
+        return max(2, round(self.units * s.unit_scale))
+
+    def flops(self, s: BenchSettings) -> float:
+        units, pieces, d_in, classes = self.width(s), 5, 784, 10
+        shapes = [(d_in, units * pieces), (units, units * pieces), (units, classes)]
+        forward = sum(2 * k * n for k, n in shapes)  # per example
+        first_input_grad = 2 * d_in * units * pieces
+        train = 3 * forward - first_input_grad
+        per_example = {"clean": train, "ensemble": s.ensemble * train, "adversarial": 2 * train + first_input_grad,
+                       "fgsm": 2 * forward, "pgd": PGD_STEPS * 2 * forward}[self.kind]
+        n = s.test_examples if self.kind in ("fgsm", "pgd") else s.examples
+        return float(per_example * n)
+
+
+WORKLOADS = {w.name: w for w in [
+    Workload("maxout240_clean_epoch", "training epoch, maxout 2x240x5, faithful recipe", 240, "clean"),
+    Workload("maxout240_adv_epoch", "adversarial-training epoch (alpha .5, eps .25), maxout 240", 240, "adversarial"),
+    Workload("maxout1600_clean_epoch", "training epoch, maxout 2x1600x5, faithful recipe", 1600, "clean"),
+    Workload("maxout1600_adv_epoch", "adversarial-training epoch, maxout 1600", 1600, "adversarial"),
+    Workload("ensemble12_epoch", "training epoch of a 12-member ensemble of maxout 240", 240, "ensemble"),
+    Workload("fgsm_test", "FGSM eps .25 (clipped to [0,1]) on the test images, maxout 240", 240, "fgsm"),
+    Workload("pgd10_test", "PGD-10 eps .25, step eps/4, random start, on the test images, maxout 240", 240, "pgd"),
+]}
+NOT_YET = {"convmaxout_cifar_epoch": "needs the conv maxout network of the CIFAR-10 experiments (not built yet)"}
+
+
+def _synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-shaped data: the timing does not depend on the pixel values."""
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+# --- the JAX side: the project's own code paths -------------------------------------------------
+
+def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
+    from fgsm_repro.evaluation import adversarial_examples
+    from fgsm_repro.models import MaxoutMLP
+    from fgsm_repro.objectives import SOFTMAX
+    from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
+
+    model = MaxoutMLP(units=w.width(s))
+    if w.kind in ("fgsm", "pgd"):
+        x, y = _synthetic(s.test_examples, 1)
+        params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+        if w.kind == "fgsm":
+            attack = AttackConfig(eps=ATTACK_EPS, clip=(0.0, 1.0))
+            return lambda: adversarial_examples(model, SOFTMAX, params, x, y, attack)
+        return _jax_pgd(model, params, x, y)
+    cfg = TrainConfig(epochs=1, **PAPER_RECIPE,
+                      adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
+                      if w.kind == "adversarial" else None)
+    x, y = _synthetic(s.examples, 0)
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+    tx = make_optimizer(cfg, s.examples // cfg.batch_size)
+    together = w.kind == "ensemble"
+    epoch = make_train_epoch(model, SOFTMAX, tx, cfg, seeds_together=together)
+    states = [init_state(model, tx, x, seed) for seed in range(s.ensemble if together else 1)]
+    box = [jax.tree.map(lambda *a: jnp.stack(a), *states) if together else states[0]]
+
+    def run():
+        box[0], loss = epoch(box[0], x_dev, y_dev)
+        return jax.block_until_ready(loss)
+
+    return run
+
+
+def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray) -> Callable[[], Any]:
+    from fgsm_repro.attacks import pgd
+    from fgsm_repro.evaluation import EVAL_BATCH
+    from fgsm_repro.objectives import SOFTMAX
+
+    @jax.jit
+    def attack(xb, yb, key):
+        def loss_fn(x_, y_):
+            return SOFTMAX.loss(model.apply({"params": params}, x_), y_).sum()
+
+        return pgd(loss_fn, xb, yb, ATTACK_EPS, step_size=ATTACK_EPS / 4, steps=PGD_STEPS, key=key, clip=(0.0, 1.0))
+
+    def run():
+        key = jax.random.PRNGKey(0)
+        return [np.asarray(attack(jnp.asarray(x[i:i + EVAL_BATCH]), jnp.asarray(y[i:i + EVAL_BATCH]),
+                                  jax.random.fold_in(key, i))) for i in range(0, len(x), EVAL_BATCH)]
+
+    return run
+
+
+# --- the PyTorch side ---------------------------------------------------------------------------
+
+def _torch_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
+    import torch
+    import torchattacks
+
+    from fgsm_repro.bench.torch_side import Maxout, Recipe, train_epoch
+    from fgsm_repro.evaluation import EVAL_BATCH
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(0)
+    if w.kind in ("fgsm", "pgd"):
+        x, y = (torch.from_numpy(a) for a in _synthetic(s.test_examples, 1))
+        y = y.long()
+        x = x.permute(0, 3, 1, 2).contiguous()  # torchattacks expects NCHW in [0, 1]
+        model = Maxout(w.width(s)).eval()
+        attack = (torchattacks.FGSM(model, eps=ATTACK_EPS) if w.kind == "fgsm" else
+                  torchattacks.PGD(model, eps=ATTACK_EPS, alpha=ATTACK_EPS / 4, steps=PGD_STEPS, random_start=True))
+        return lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+    x, y = (torch.from_numpy(a) for a in _synthetic(s.examples, 0))
+    y = y.long()
+    members = [Maxout(w.width(s)) for _ in range(s.ensemble if w.kind == "ensemble" else 1)]
+    recipes = [Recipe(m, s.examples // PAPER_RECIPE["batch_size"]) for m in members]
+    adversarial = ADVERSARIAL if w.kind == "adversarial" else None
+    return lambda: [train_epoch(m, r, x, y, PAPER_RECIPE["batch_size"], adversarial)
+                    for m, r in zip(members, recipes, strict=True)]
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+def _time(fn: Callable[[], Any]) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> dict[str, float]:
+    """Best fp32 (n×n)·(n×n) GFLOP/s of jax and of torch (if installed) on this machine."""
+    flops = 2.0 * n ** 3
+    a = jax.random.uniform(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    dot = jax.jit(lambda u, v: u @ v)
+    jax.block_until_ready(dot(a, a))
+    out = {"jax": flops / min(_time(lambda: jax.block_until_ready(dot(a, a))) for _ in range(reps)) / 1e9}
+    try:
+        import torch
+    except ImportError:
+        return out
+    t = torch.rand(n, n)
+    torch.mm(t, t)
+    out["torch"] = flops / min(_time(lambda: torch.mm(t, t)) for _ in range(reps)) / 1e9
+    return out
+
+
+def _machine() -> dict:
+    from fgsm_repro.results import device_info, versions
+
+    info = {**device_info(), "versions": versions(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    try:
+        import torch
+        import torchattacks
+
+        info["versions"] |= {"torch": torch.__version__, "torchattacks": torchattacks.__version__}
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSettings(),
+              log: Callable[[str], None] = print) -> dict:
+    """Time every workload (or `names`) on both sides, interleaved; returns the bench record."""
+    try:
+        import torch  # noqa: F401
+        import torchattacks  # noqa: F401
+    except ImportError:
+        raise ReproError("the benchmark needs PyTorch and torchattacks: `make bench-deps` (torch==2.13.0, CPU "
+                         "build, and torchattacks without its torchvision dependency)") from None
+    unknown = sorted(set(names or []) - set(WORKLOADS))
+    if unknown:
+        raise ReproError(f"unknown workload(s) {unknown}; known: {sorted(WORKLOADS)}")
+    from fgsm_repro.results import git_state
+
+    git, start = git_state(), time.perf_counter()
+    peak = matmul_peak_gflops()
+    peak_gflops = max(peak.values())
+    rows = []
+    for w in (WORKLOADS[n] for n in names) if names else WORKLOADS.values():
+        log(f"{w.name}: setting up")
+        jax_run, torch_run = _jax_side(w, s=settings), _torch_side(w, s=settings)
+        first_jax = _time(jax_run)  # compiles
+        _time(torch_run)
+        jax_times, torch_times = [], []
+        for _ in range(settings.reps):  # interleaved: both sides see the same machine state
+            jax_times.append(_time(jax_run))
+            torch_times.append(_time(torch_run))
+        jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
+        flops = w.flops(settings)
+        bound_s = flops / (peak_gflops * 1e9)
+        speedup, roofline = torch_s / jax_s, bound_s / jax_s
+        rows.append({
+            "name": w.name, "description": w.description, "units": w.width(settings), "flops": flops,
+            "jax_seconds": jax_s, "torch_seconds": torch_s, "jax_runs": jax_times, "torch_runs": torch_times,
+            "jax_first_call_seconds": first_jax, "jax_compile_seconds": max(first_jax - jax_s, 0.0),
+            "speedup": speedup, "jax_gflops": flops / jax_s / 1e9, "torch_gflops": flops / torch_s / 1e9,
+            "bound_seconds": bound_s, "jax_roofline_fraction": roofline,
+            "torch_roofline_fraction": bound_s / torch_s,
+            "meets_target": bool(speedup >= TARGET_SPEEDUP or roofline >= TARGET_ROOFLINE),
+        })
+        log(f"{w.name}: jax {jax_s:.3f} s, torch {torch_s:.3f} s, speedup {speedup:.2f}x, "
+            f"{100 * roofline:.0f}% of the matmul bound")
+    return {
+        "kind": "benchmark",
+        "target": f"each workload >= {TARGET_SPEEDUP}x faster than PyTorch eager, or >= "
+                  f"{100 * TARGET_ROOFLINE:.0f}% of the arithmetic bound where that is lower",
+        "settings": asdict(settings),
+        "matmul_peak_gflops": peak,
+        "workloads": rows,
+        "not_yet": NOT_YET,
+        "provenance": {**git, "machine": _machine(), "wall_time_s": round(time.perf_counter() - start, 2),
+                       "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+    }

@@ -1,0 +1,107 @@
+"""The PyTorch side of the benchmark: the same maxout recipe in eager PyTorch, written the way a
+PyTorch user would write it, and torchattacks for the attacks. Benchmark-only: torch and
+torchattacks are not dependencies of fgsm-repro (``make bench`` installs them)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Maxout(torch.nn.Module):
+    """:class:`fgsm_repro.models.MaxoutMLP` in PyTorch: contiguous pieces, U(−r, r) weights, zero
+    biases, unscaled input dropout and scaled hidden dropout."""
+
+    def __init__(self, units: int, pieces: int = 5, layers: int = 2, num_classes: int = 10, in_features: int = 784,
+                 weight_init: float = 0.005, input_keep: float = 0.8, hidden_keep: float = 0.5):
+        super().__init__()
+        self.units, self.pieces, self.input_keep, self.hidden_keep = units, pieces, input_keep, hidden_keep
+        dims = [in_features] + [units] * layers
+        self.maxout = torch.nn.ModuleList(torch.nn.Linear(d, units * pieces) for d in dims[:-1])
+        self.softmax = torch.nn.Linear(units, num_classes)
+        with torch.no_grad():
+            for layer in self.layers():
+                layer.weight.uniform_(-weight_init, weight_init)
+                layer.bias.zero_()
+
+    def layers(self) -> list[torch.nn.Linear]:
+        return [*self.maxout, self.softmax]
+
+    def forward(self, x):
+        h = x.flatten(1)
+        if self.training and self.input_keep < 1:
+            h = h * (torch.rand_like(h) < self.input_keep)
+        for i, layer in enumerate(self.maxout):
+            if i:
+                h = F.dropout(h, 1 - self.hidden_keep, self.training)
+            h = layer(h).view(h.shape[0], self.units, self.pieces).amax(-1)
+        return self.softmax(F.dropout(h, 1 - self.hidden_keep, self.training))
+
+    @torch.no_grad()
+    def load_flax(self, params) -> Maxout:
+        """Copy the parameters of a Flax MaxoutMLP (kernels are (in, out); torch weights (out, in))."""
+        names = [f"maxout{i}" for i in range(len(self.maxout))] + ["softmax"]
+        for layer, name in zip(self.layers(), names, strict=True):
+            layer.weight.copy_(torch.from_numpy(np.asarray(params[name]["kernel"]).T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.asarray(params[name]["bias"]).copy()))
+        return self
+
+
+class Recipe:
+    """The mnist_pi update by hand: classical momentum v ← m·v − lr·g (lr divided by
+    `lr_decay_factor` per update, momentum rising linearly over epochs), then every weight's
+    column norms capped at `max_col_norm` — the chain of :func:`fgsm_repro.train.make_optimizer`."""
+
+    def __init__(self, model: Maxout, steps_per_epoch: int, learning_rate: float = 0.1,
+                 lr_decay_factor: float = 1.000004, min_learning_rate: float = 1e-6, momentum: float = 0.5,
+                 final_momentum: float = 0.7, momentum_saturate_epoch: int = 250, max_col_norm: float = 1.9365):
+        self.params = list(model.parameters())
+        self.weights = [layer.weight for layer in model.layers()]
+        self.velocity = [torch.zeros_like(p) for p in self.params]
+        self.steps_per_epoch, self.count = steps_per_epoch, 0
+        self.lr, self.log_decay, self.min_lr = learning_rate, math.log(lr_decay_factor), min_learning_rate
+        self.m0, self.m1, self.saturate, self.max_col_norm = momentum, final_momentum, momentum_saturate_epoch, \
+            max_col_norm
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = max(self.lr * math.exp(-self.count * self.log_decay), self.min_lr)
+        epoch = self.count // self.steps_per_epoch + 1
+        m = self.m0 + (self.m1 - self.m0) * min(max((epoch - 1) / (self.saturate - 1), 0.0), 1.0)
+        torch._foreach_mul_(self.velocity, m)
+        torch._foreach_add_(self.velocity, [p.grad for p in self.params], alpha=-lr)
+        torch._foreach_add_(self.params, self.velocity)
+        for w in self.weights:  # a torch weight's rows are the Flax kernel's columns
+            w.copy_(torch.renorm(w, 2, 0, self.max_col_norm))
+        self.count += 1
+
+
+def train_epoch(model: Maxout, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
+                adversarial: tuple[float, float] | None = None, shuffle: bool = True) -> float:
+    """One epoch of minibatch SGD; with ``adversarial=(alpha, eps)`` the objective
+    α·J(x) + (1−α)·J(x + ε·sign ∇ₓJ(x)), ∇θ and ∇ₓ of the clean term from one backward pass."""
+    model.train()
+    order = torch.randperm(len(x)) if shuffle else torch.arange(len(x))
+    n_batches = len(x) // batch_size
+    total = torch.zeros(())
+    for i in range(n_batches):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        model.zero_grad(set_to_none=True)
+        if adversarial:
+            alpha, eps = adversarial
+            xb.requires_grad_(True)
+            clean = F.cross_entropy(model(xb), yb)
+            (alpha * clean).backward()  # α∇θJ and (the sign of) ∇ₓJ in one pass
+            adv = F.cross_entropy(model((xb + eps * xb.grad.sign()).detach()), yb)
+            ((1 - alpha) * adv).backward()  # accumulates into the parameter gradients
+            loss = alpha * clean.detach() + (1 - alpha) * adv.detach()
+        else:
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+        recipe.step()
+        total += loss.detach()
+    return float(total) / max(n_batches, 1)

@@ -1,0 +1,114 @@
+"""The benchmark compares like with like: the PyTorch side computes what ours computes (same
+logits, same recipe update, same FGSM examples). Timing itself is never tested."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fgsm_repro.attacks import fgsm
+from fgsm_repro.config import TrainConfig
+from fgsm_repro.models import MaxoutMLP
+from fgsm_repro.objectives import SOFTMAX
+from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
+
+torch = pytest.importorskip("torch")
+torchattacks = pytest.importorskip("torchattacks")
+from fgsm_repro.bench.suite import PAPER_RECIPE, WORKLOADS, BenchSettings  # noqa: E402
+from fgsm_repro.bench.torch_side import Maxout, Recipe, train_epoch  # noqa: E402
+
+NO_DROPOUT = dict(input_keep=1.0, hidden_keep=1.0)
+
+
+def _data(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+def _pair(units=7, **kw):
+    model = MaxoutMLP(units=units, weight_init=0.3, **kw)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    return model, params, Maxout(units, weight_init=0.3, **kw).load_flax(params)
+
+
+def test_torch_maxout_computes_the_flax_logits():
+    model, params, twin = _pair()
+    x, _ = _data(16)
+    expected = np.asarray(model.apply({"params": params}, x))
+    got = twin.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("adversarial", [None, (0.5, 0.25)])
+def test_torch_recipe_makes_the_same_updates_as_ours(adversarial):
+    # Dropout off (the masks cannot match); large learning rate so that max-norm binds.
+    recipe = {**PAPER_RECIPE, "optimizer": {**PAPER_RECIPE["optimizer"], "learning_rate": 2.0,
+                                            "momentum_saturate_epoch": 2}, "max_col_norm": 1.0}
+    cfg = TrainConfig(epochs=1, **recipe, adversarial=dict(zip(("alpha", "eps"), adversarial, strict=True))
+                      if adversarial else None)
+    model, params, twin = _pair(**NO_DROPOUT)
+    x, y = _data(300)
+    tx = make_optimizer(cfg, steps_per_epoch=3)
+    state = init_state(model, tx, x, 0).replace(params=jax.tree.map(jnp.copy, params))  # the epoch donates it
+    epoch = make_train_epoch(model, SOFTMAX, tx, cfg)
+    torch_recipe = Recipe(twin, steps_per_epoch=3, learning_rate=2.0, momentum_saturate_epoch=2, max_col_norm=1.0)
+    # Same batches: ours shuffles with its key; the torch epoch is given the data in that order.
+    for _ in range(2):  # two epochs: the momentum schedule moves
+        order = np.asarray(jax.random.permutation(jax.random.split(state.rng)[1], len(x)))
+        state, _ = epoch(state, jnp.asarray(x), jnp.asarray(y))
+        train_epoch(twin, torch_recipe, torch.from_numpy(x[order]).permute(0, 3, 1, 2),
+                    torch.from_numpy(y[order]).long(), adversarial=adversarial, shuffle=False)
+    for name in ("maxout0", "softmax"):  # it moved, and max-norm bound
+        assert np.abs(np.asarray(state.params[name]["kernel"]) - np.asarray(params[name]["kernel"])).max() > 0.01
+    norms = np.linalg.norm(np.asarray(state.params["maxout0"]["kernel"]), axis=0)
+    assert norms.max() <= 1.0 + 1e-4 and np.mean(np.isclose(norms, 1.0, rtol=1e-4)) > 0.5
+    for name, layer in zip(["maxout0", "maxout1", "softmax"], twin.layers(), strict=True):
+        np.testing.assert_allclose(layer.weight.detach().numpy().T, np.asarray(state.params[name]["kernel"]),
+                                   rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(layer.bias.detach().numpy(), np.asarray(state.params[name]["bias"]),
+                                   rtol=1e-3, atol=1e-4)
+
+
+def test_torchattacks_fgsm_gives_our_clipped_fgsm_examples():
+    model, params, twin = _pair()
+    x, y = _data(64)
+
+    def loss_fn(x_, y_):
+        return SOFTMAX.loss(model.apply({"params": params}, x_), y_).sum()
+
+    ours = np.asarray(fgsm(loss_fn, jnp.asarray(x), jnp.asarray(y), 0.25, clip=(0.0, 1.0)))
+    theirs = torchattacks.FGSM(twin.eval(), eps=0.25)(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                                       torch.from_numpy(y).long())
+    theirs = theirs.permute(0, 2, 3, 1).numpy()
+    assert np.mean(np.isclose(ours, theirs, atol=1e-6)) > 0.999  # a gradient within rounding of 0 may flip
+
+
+def test_flop_counts_by_hand():
+    s = BenchSettings(examples=100, test_examples=10, ensemble=12)
+    forward = 2 * (784 * 1200 + 240 * 1200 + 240 * 10)
+    assert WORKLOADS["fgsm_test"].flops(s) == 10 * 2 * forward
+    assert WORKLOADS["pgd10_test"].flops(s) == 10 * 20 * forward
+    clean = 3 * forward - 2 * 784 * 1200
+    assert WORKLOADS["maxout240_clean_epoch"].flops(s) == 100 * clean
+    assert WORKLOADS["maxout240_adv_epoch"].flops(s) == 100 * (2 * clean + 2 * 784 * 1200)
+    assert WORKLOADS["ensemble12_epoch"].flops(s) == 12 * 100 * clean
+
+
+def test_bench_cli_writes_the_comparison(tmp_path):
+    from typer.testing import CliRunner
+
+    from fgsm_repro.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--quick", "maxout240_adv_epoch", "fgsm_test",
+                                      "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "bench.quick.json").read_text())
+    assert [w["name"] for w in record["workloads"]] == ["maxout240_adv_epoch", "fgsm_test"]
+    for w in record["workloads"]:
+        assert w["jax_seconds"] > 0 and w["torch_seconds"] > 0
+        assert w["speedup"] == pytest.approx(w["torch_seconds"] / w["jax_seconds"])
+    assert record["provenance"]["machine"]["versions"]["torch"].startswith("2.13.0")
+    bad = CliRunner().invoke(app, ["bench", "--quick", "nope", "--results-dir", str(tmp_path)])
+    assert bad.exit_code != 0
