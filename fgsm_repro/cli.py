@@ -271,6 +271,9 @@ def bench(
     quick: Annotated[bool, typer.Option(help="Tiny networks and data: checks the suite runs, times nothing real.")]
     = False,
     threads: Annotated[int | None, typer.Option(help="PyTorch intra-op threads [default: torch's].")] = None,
+    data_parallel: Annotated[bool, typer.Option(help="Split the JAX side across all devices (with XLA_FLAGS="
+                                                     "--xla_force_host_platform_device_count=N on a CPU); "
+                                                     "writes bench.dp<N>.json.")] = False,
     results_dir: ResultsDirOpt = None,
 ):
     """Time our JAX workloads against PyTorch + torchattacks on this machine -> results/bench.json."""
@@ -281,10 +284,11 @@ def bench(
     from fgsm_repro.results import RESULTS_DIR
 
     settings = BenchSettings.quick() if quick else BenchSettings(reps=reps, examples=examples)
-    settings = replace(settings, threads=threads)
+    settings = replace(settings, threads=threads, data_parallel=data_parallel)
     record = run_bench(only, settings, log=out.print)
     results_dir = Path(results_dir or RESULTS_DIR)
-    path = results_dir / ("bench.quick.json" if quick else "bench.json")
+    stem = "bench" + (".quick" if quick else "") + (f".dp{record['devices']}" if data_parallel else "")
+    path = results_dir / f"{stem}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -359,6 +363,10 @@ def _compilation_cache() -> None:
 def main() -> None:
     try:
         _compilation_cache()
+        if os.environ.get("FGSM_REPRO_DISTRIBUTED") == "1":  # several hosts: see fgsm_repro.sharding
+            from fgsm_repro.sharding import initialize_distributed
+
+            initialize_distributed()
         app()
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)

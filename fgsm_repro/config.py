@@ -110,6 +110,9 @@ class TrainConfig(_Strict):
     # After stage 1, train afresh on train + validation for the best epoch's number of epochs
     # (the paper's protocol for the 1600-unit adversarially trained network, §6).
     retrain_on_all: bool = False
+    # Split every minibatch across all devices (fgsm_repro.sharding): the same training up to
+    # float rounding, so not part of the config hash.
+    data_parallel: bool = False
 
     @model_validator(mode="after")
     def _one_second_stage(self):
@@ -217,15 +220,18 @@ class ExperimentConfig(_Strict):
         """sha256 of the resolved config (after the profile merge), first 16 hex digits. Prose
         (description, deviations, profile note) and fields left at their defaults are not hashed:
         rewording a note or adding an option leaves the hash of what runs unchanged."""
-        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=PROSE | {"seeds_together"}))
+        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_HASHED))
 
     def training_hash(self) -> str:
         """Hash of what determines trained parameters (data, model, train): checkpoints stay
         valid when only prose, the attack or the sweeps change."""
-        return _hash(self.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True))
+        return _hash(self.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True,
+                                     exclude={"train": {"data_parallel"}}))
 
 
 PROSE = {"name", "description", "deviations", "profile_note"}
+# Prose, and how the work is laid out on the machine (same results up to float rounding).
+NOT_HASHED = {**dict.fromkeys(PROSE, True), "seeds_together": True, "train": {"data_parallel": True}}
 
 
 def _hash(obj) -> str:

@@ -6,7 +6,6 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fgsm_repro.attacks import ATTACKS
@@ -14,6 +13,7 @@ from fgsm_repro.config import AttackConfig
 from fgsm_repro.errors import ReproError
 from fgsm_repro.metrics import summarize
 from fgsm_repro.objectives import Objective
+from fgsm_repro.sharding import put_eval_batch
 
 EVAL_BATCH = 2000
 
@@ -37,7 +37,7 @@ def _logits(model: nn.Module, objective: Objective, params, x):
 def predict(model: nn.Module, objective: Objective, params, x: np.ndarray,
             batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted labels, confidence of the prediction, logits) for all of `x`."""
-    outs = [_logits(model, objective, params, jnp.asarray(x[s])) for s in _batches(len(x), batch_size)]
+    outs = [_logits(model, objective, params, put_eval_batch(x[s])) for s in _batches(len(x), batch_size)]
     return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(3))
 
 
@@ -54,7 +54,7 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
                          attack: AttackConfig, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """The attack of `attack` applied to all of `x`, generated on `model` itself."""
     check_finite(x)
-    out = [np.asarray(_attack_batch(model, objective, params, jnp.asarray(x[s]), jnp.asarray(y[s]),
+    out = [np.asarray(_attack_batch(model, objective, params, put_eval_batch(x[s]), put_eval_batch(y[s]),
                                     attack.eps, attack=attack.name, clip=attack.clip, labels=attack.labels))
            for s in _batches(len(x), batch_size)]
     return np.concatenate(out)

@@ -159,7 +159,25 @@ def bench_section(results_dir: Path) -> list[str]:
                      f"{100 * w['torch_roofline_fraction']:.0f}% | {w['jax_compile_seconds']:.2f} | "
                      f"{'yes' if w['meets_target'] else '**no**'} |")
     lines += [""] + [f"- not benchmarked yet: {name} — {why}" for name, why in b.get("not_yet", {}).items()] + [""]
-    return lines
+    return lines + _scaling(b, results_dir)
+
+
+def _scaling(single: dict, results_dir: Path) -> list[str]:
+    """JAX time per workload on one device against the data-parallel runs (bench.dp<N>.json)."""
+    runs = sorted(Path(results_dir).glob("bench.dp*.json"))
+    if not runs:
+        return []
+    one = {w["name"]: w["jax_seconds"] for w in single["workloads"]}
+    lines = ["Data-parallel scaling of the JAX side (`fgsm-repro bench --data-parallel`; several devices of one "
+             "machine share its cores, so on a CPU this shows the overhead of the split, not a speed-up):", "",
+             "| workload | devices | JAX s | JAX s on 1 device | speed-up |", "|---|---|---|---|---|"]
+    for path in runs:
+        b = json.loads(path.read_text())
+        for w in b["workloads"]:
+            base, secs = one.get(w["name"]), w["jax_seconds"]
+            lines.append(f"| {w['name']} | {b['devices']} | {secs:.3f} | {_fmt(base, 3)} | "
+                         f"{'—' if base is None else f'{base / secs:.2f}x'} |")
+    return lines + [""]
 
 
 def build_report(results_dir: Path = RESULTS_DIR) -> str:

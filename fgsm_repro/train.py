@@ -31,6 +31,7 @@ from fgsm_repro.evaluation import predict
 from fgsm_repro.metrics import error_rate
 from fgsm_repro.objectives import Objective
 from fgsm_repro.optim import classical_momentum, decayed_learning_rate, linear_momentum, max_norm
+from fgsm_repro.sharding import data_mesh, split_batch
 
 
 class TrainState(struct.PyTreeNode):
@@ -114,15 +115,18 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
                      cfg: TrainConfig, *, seeds_together: bool = False) -> Callable:
     """A jitted ``(state, x, y) -> (state, mean loss)`` for one shuffled epoch.
 
+    With ``cfg.data_parallel`` each minibatch is split across the devices (:mod:`fgsm_repro.sharding`).
     With ``seeds_together`` the state has a leading seed axis and every seed steps through its own
     epoch (its own shuffle and dropout masks) in one vmapped program over the same resident data.
     The last incomplete minibatch is dropped (none is for the paper's 50k/60k with batch 100).
     """
     loss_and_grad = make_loss_and_grad(model, objective, cfg)
     batch_size = cfg.batch_size
+    mesh = data_mesh(batch_size) if cfg.data_parallel else None
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
         x, y, key = batch
+        x, y = split_batch(x, mesh), split_batch(y, mesh)
         loss, grads = loss_and_grad(state.params, x, y, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

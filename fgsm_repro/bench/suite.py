@@ -25,6 +25,7 @@ import numpy as np
 
 from fgsm_repro.config import AttackConfig, TrainConfig
 from fgsm_repro.errors import ReproError
+from fgsm_repro.sharding import data_parallel_evaluation, put_eval_batch
 
 PAPER_RECIPE = dict(
     batch_size=100, max_col_norm=1.9365,
@@ -43,6 +44,7 @@ class BenchSettings:
     ensemble: int = 12
     unit_scale: float = 1.0  # < 1 shrinks the networks (smoke runs of the suite itself)
     threads: int | None = None  # torch intra-op threads; None: torch's default
+    data_parallel: bool = False  # JAX side split across all devices (fgsm_repro.sharding)
 
     @classmethod
     def quick(cls) -> BenchSettings:
@@ -103,9 +105,14 @@ def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
         params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
         if w.kind == "fgsm":
             attack = AttackConfig(eps=ATTACK_EPS, clip=(0.0, 1.0))
-            return lambda: adversarial_examples(model, SOFTMAX, params, x, y, attack)
-        return _jax_pgd(model, params, x, y)
-    cfg = TrainConfig(epochs=1, **PAPER_RECIPE,
+
+            def run():
+                with data_parallel_evaluation(s.data_parallel):
+                    return adversarial_examples(model, SOFTMAX, params, x, y, attack)
+
+            return run
+        return _jax_pgd(model, params, x, y, s.data_parallel)
+    cfg = TrainConfig(epochs=1, **PAPER_RECIPE, data_parallel=s.data_parallel,
                       adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
                       if w.kind == "adversarial" else None)
     x, y = _synthetic(s.examples, 0)
@@ -123,7 +130,7 @@ def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
     return run
 
 
-def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray) -> Callable[[], Any]:
+def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray, data_parallel: bool) -> Callable[[], Any]:
     from fgsm_repro.attacks import pgd
     from fgsm_repro.evaluation import EVAL_BATCH
     from fgsm_repro.objectives import SOFTMAX
@@ -137,8 +144,9 @@ def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray) -> Callable[[], Any]:
 
     def run():
         key = jax.random.PRNGKey(0)
-        return [np.asarray(attack(jnp.asarray(x[i:i + EVAL_BATCH]), jnp.asarray(y[i:i + EVAL_BATCH]),
-                                  jax.random.fold_in(key, i))) for i in range(0, len(x), EVAL_BATCH)]
+        with data_parallel_evaluation(data_parallel):
+            return [np.asarray(attack(put_eval_batch(x[i:i + EVAL_BATCH]), put_eval_batch(y[i:i + EVAL_BATCH]),
+                                      jax.random.fold_in(key, i))) for i in range(0, len(x), EVAL_BATCH)]
 
     return run
 
@@ -259,6 +267,7 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         "target": f"each workload >= {TARGET_SPEEDUP}x faster than PyTorch eager, or >= "
                   f"{100 * TARGET_ROOFLINE:.0f}% of the arithmetic bound where that is lower",
         "settings": asdict(settings),
+        "devices": jax.device_count(),
         "matmul_peak_gflops": peak,
         "workloads": rows,
         "not_yet": NOT_YET,

@@ -15,6 +15,7 @@ from fgsm_repro.experiments import EXPERIMENTS
 from fgsm_repro.experiments.common import Context, Outcome
 from fgsm_repro.reference import claim_ids
 from fgsm_repro.results import git_state, provenance, write_result
+from fgsm_repro.sharding import data_parallel_evaluation
 
 # Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -47,10 +48,11 @@ def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
-    if cfg.seeds_together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
-        outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
-    else:
-        outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
+    with data_parallel_evaluation(cfg.train.data_parallel):
+        if cfg.seeds_together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
+            outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
+        else:
+            outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
     measured, ci95 = aggregate(outcomes)
     record = {
         "name": cfg.name,

@@ -1,0 +1,76 @@
+"""Data parallelism with JAX's own sharding: one mesh axis ``data`` over the devices; each
+minibatch is split along it, parameters are replicated, and XLA's SPMD partitioner inserts the
+gradient all-reduce. Random bits (dropout, noise) do not depend on the split
+(``jax_threefry_partitionable``), so a data-parallel run is the single-device run up to float
+rounding of the reductions.
+
+Several hosts: set ``FGSM_REPRO_DISTRIBUTED=1`` and the usual cluster environment (SLURM, or
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) and the CLI calls
+``jax.distributed.initialize()`` first; the mesh then spans every host's devices.
+On one CPU host, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fgsm_repro.errors import ReproError
+
+AXIS = "data"
+
+
+def data_mesh(batch_size: int | None = None) -> Mesh:
+    """A 1-D mesh over all devices; `batch_size` must split evenly across them."""
+    devices = jax.devices()
+    if batch_size is not None and batch_size % len(devices):
+        raise ReproError(f"data parallelism: batch size {batch_size} does not split across {len(devices)} devices")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """Inside a jitted function: lay `x` out with its leading (batch) axis across the mesh."""
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def put_batch(x, mesh: Mesh | None):
+    """Outside jit: place a host array across the mesh (a jitted function then runs split)."""
+    if mesh is None:
+        return jax.numpy.asarray(x)
+    return jax.device_put(x, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` when FGSM_REPRO_DISTRIBUTED=1 (several hosts)."""
+    if os.environ.get("FGSM_REPRO_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+_EVAL_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("eval_mesh", default=None)
+
+
+@contextlib.contextmanager
+def data_parallel_evaluation(enabled: bool) -> Iterator[None]:
+    """Within the block, evaluation and attacks split their batches across all devices."""
+    token = _EVAL_MESH.set(data_mesh() if enabled else None)
+    try:
+        yield
+    finally:
+        _EVAL_MESH.reset(token)
+
+
+def put_eval_batch(x):
+    """An evaluation batch on the device(s): split across the mesh of :func:`data_parallel_evaluation`
+    when one is active and the batch divides evenly, else on the default device."""
+    mesh = _EVAL_MESH.get()
+    if mesh is not None and len(x) % mesh.size == 0:
+        return put_batch(x, mesh)
+    return jax.numpy.asarray(x)

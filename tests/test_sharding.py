@@ -1,0 +1,54 @@
+"""Data parallelism over several (forced host) devices gives the single-device results."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent('''
+    import json, jax, jax.numpy as jnp, numpy as np
+    from fgsm_repro.config import AttackConfig
+    from fgsm_repro.evaluation import adversarial_examples, predict
+    from fgsm_repro.models import MaxoutMLP
+    from fgsm_repro.objectives import SOFTMAX
+    from fgsm_repro.sharding import data_parallel_evaluation
+    from fgsm_repro.train import fit, init_state, make_optimizer, make_train_epoch
+    from tests.test_maxout import _recipe
+    assert jax.device_count() == 4
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 6), dtype=np.float32); y = rng.integers(0, 4, 400).astype(np.int32)
+    model = MaxoutMLP(units=5, pieces=2, layers=2, num_classes=4)
+    out = {}
+    runs = {}
+    for parallel in (False, True):
+        cfg = _recipe(epochs=3, stage2=None, early_stopping_patience=None, data_parallel=parallel,
+                      adversarial={"alpha": 0.5, "eps": 0.25})
+        runs[parallel] = fit(model, SOFTMAX, cfg, x[:300], y[:300], x[300:], y[300:], seed=0).params
+    out["max_param_diff"] = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                                for a, b in zip(jax.tree.leaves(runs[False]), jax.tree.leaves(runs[True])))
+    cfg = _recipe(epochs=1, data_parallel=True)
+    tx = make_optimizer(cfg, 15)
+    epoch = make_train_epoch(model, SOFTMAX, tx, cfg)
+    state = init_state(model, tx, x, 0)
+    out["all_reduce"] = "all-reduce" in epoch.lower(state, jnp.asarray(x), jnp.asarray(y)).compile().as_text()
+    attack = AttackConfig(eps=0.25)
+    single = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200)
+    with data_parallel_evaluation(True):
+        split = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200)
+        logits = predict(model, SOFTMAX, runs[False], x, batch_size=200)[2]
+    out["attack_equal"] = float(np.mean(single == split))
+    out["logit_diff"] = float(np.abs(logits - predict(model, SOFTMAX, runs[False], x, batch_size=200)[2]).max())
+    print(json.dumps(out))
+''')
+
+
+def test_data_parallel_training_and_attacks_match_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["all_reduce"]  # the gradients really are reduced across the devices
+    assert out["max_param_diff"] < 1e-4
+    assert out["attack_equal"] > 0.999 and out["logit_diff"] < 1e-5
