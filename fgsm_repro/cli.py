@@ -75,8 +75,10 @@ def train(
     start = time.perf_counter()
     splits = make_splits(cfg.data, data_dir)
     model, objective = build_model(cfg.model.name, cfg.model.options)
-    result = fit_logged(model, objective, cfg.train, splits, seed, ctx, label=f"train {Path(config).stem} [{profile}]",
-                        checkpoint_dir=run_dir / "checkpoints", config_hash=f"{cfg.training_hash()}-seed{seed}")
+    result, = fit_logged(model, objective, cfg.train, splits, [seed], ctx,
+                         label=f"train {Path(config).stem} [{profile}]",
+                         checkpoint_dirs=[run_dir / "checkpoints"],
+                         config_hash=f"{cfg.training_hash()}-seed{seed}")
     clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
     # Write the final parameters beside, then swap them in: never a half-written `final/`.
     final, staged = run_dir / "final", run_dir / "final.partial"
