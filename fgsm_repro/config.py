@@ -165,7 +165,9 @@ class ExperimentConfig(_Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     # Train the seeds together in one vmapped program (experiments that support it) rather than
     # one after another: the same runs up to float rounding, so not part of the config hash.
-    seeds_together: bool = True
+    # None (auto): together on accelerators, one after another on a CPU, where `fgsm-repro bench`
+    # measured the vmapped ensemble epoch slower than the same epochs one by one.
+    seeds_together: bool | None = None
     select: SelectionConfig | None = None
     sensitivity: SensitivityConfig | None = None
     # For experiments that compare a model with its adversarially trained twin (same `train`

@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from fgsm_repro.config import experiment_configs, load_config, read_yaml
@@ -49,7 +50,8 @@ def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
     with data_parallel_evaluation(cfg.train.data_parallel):
-        if cfg.seeds_together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
+        together = cfg.seeds_together if cfg.seeds_together is not None else jax.default_backend() != "cpu"
+        if together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
             outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
         else:
             outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]

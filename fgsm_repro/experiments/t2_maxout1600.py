@@ -9,7 +9,7 @@ Protocol: the configured model and `train` section (stage 1 on the first 50k, ea
 the last 10k — on the FGSM validation error when ``early_stopping_on: adversarial_error`` —
 then stage 2 or a fresh run on all 60k for the chosen number of epochs), once per seed; clean
 test error, and FGSM ε = .25 error as an extra. The config's `claims` say which row it measures.
-The seeds train together in one vmapped program unless the config sets ``seeds_together: false``.
+With ``seeds_together`` (default: on accelerators) the seeds train together in one vmapped program.
 """
 
 from __future__ import annotations
