@@ -283,18 +283,14 @@ def bench(
 
     from fgsm_repro.bench import BenchSettings, run_bench
     from fgsm_repro.report import write_report
-    from fgsm_repro.results import RESULTS_DIR
+    from fgsm_repro.results import RESULTS_DIR, write_json
 
     settings = BenchSettings.quick() if quick else BenchSettings(reps=reps, examples=examples)
     settings = replace(settings, threads=threads, data_parallel=data_parallel)
     record = run_bench(only, settings, log=out.print)
     results_dir = Path(results_dir or RESULTS_DIR)
     stem = "bench" + (".quick" if quick else "") + (f".dp{record['devices']}" if data_parallel else "")
-    path = results_dir / f"{stem}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    path = write_json(record, results_dir / f"{stem}.json")
     out.print(f"benchmark -> {path}; report -> {write_report(results_dir)}")
 
 
@@ -354,12 +350,11 @@ def data_info(name: Annotated[str, typer.Argument(help="mnist or cifar10.")], da
 
 def _compilation_cache() -> None:
     """JAX's persistent compilation cache, so that repeated CLI runs do not compile the same
-    programs again: $FGSM_REPRO_JAX_CACHE (``off`` disables it) or ~/.cache/fgsm-repro/jax."""
+    programs again: $FGSM_REPRO_JAX_CACHE (``off`` disables it) or ~/.cache/fgsm-repro/jax.
+    Set through JAX's own environment variable, read when jax is first imported."""
     where = os.environ.get("FGSM_REPRO_JAX_CACHE", str(Path.home() / ".cache" / "fgsm-repro" / "jax"))
     if where.lower() != "off":
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", where)
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", where)
 
 
 def main() -> None:

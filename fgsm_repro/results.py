@@ -89,13 +89,17 @@ def result_path(name: str, profile: str, results_dir: Path = RESULTS_DIR) -> Pat
     return Path(results_dir) / f"{name}.{profile}.json"
 
 
-def write_result(record: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
-    path = result_path(record["name"], record["provenance"]["profile"], results_dir)
+def write_json(record: dict[str, Any], path: Path) -> Path:
+    """Write `record` to `path` through a temporary file: never a half-written results file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)  # never leave a half-written results file
+    tmp.replace(path)
     return path
+
+
+def write_result(record: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
+    return write_json(record, result_path(record["name"], record["provenance"]["profile"], results_dir))
 
 
 def read_results(results_dir: Path = RESULTS_DIR) -> list[dict]:

@@ -272,11 +272,12 @@ class _Run:
                             "done": self.done})
 
 
-def _train_together(runs: list[_Run], make_epoch: Callable[[bool], Callable], x, y,
-                    after_epoch: Callable[[_Run, float, dict], None]) -> None:
+def _train_together(runs: list[_Run], model: nn.Module, objective: Objective, tx: optax.GradientTransformation,
+                    cfg: TrainConfig, x, y, after_epoch: Callable[[_Run, float, dict], None]) -> None:
     """Train every unfinished run an epoch at a time until all are done: one run on its own,
     several in one vmapped program (a finished run leaves the batch of seeds)."""
-    single, together = functools.cache(lambda: make_epoch(False)), functools.cache(lambda: make_epoch(True))
+    single, together = (functools.cache(lambda t=t: make_train_epoch(model, objective, tx, cfg, seeds_together=t))
+                        for t in (False, True))
     try:
         while active := [r for r in runs if not r.done]:
             tic = time.perf_counter()
@@ -378,9 +379,7 @@ def _stage1(model, objective, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
         run.done = stop or run.epoch >= run.max_epochs
         run.save(cfg.checkpoint_every)
 
-    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
-    _train_together(runs, lambda together: make_train_epoch(model, objective, tx, cfg, seeds_together=together),
-                    x_dev, y_dev, after_epoch)
+    _train_together(runs, model, objective, tx, cfg, jnp.asarray(x_train), jnp.asarray(y_train), after_epoch)
     results = []
     for run in runs:
         epochs_run = run.history[-1]["epoch"] if run.history else run.epoch
@@ -418,8 +417,7 @@ def _stage2(model, objective, cfg: TrainConfig, seeds: list[int], stage1: list[F
         run.save(cfg.checkpoint_every)
 
     x_all, y_all = jnp.asarray(np.concatenate([x_train, x_val])), jnp.asarray(np.concatenate([y_train, y_val]))
-    _train_together(runs, lambda together: make_train_epoch(model, objective, tx, cfg, seeds_together=together),
-                    x_all, y_all, after_epoch)
+    _train_together(runs, model, objective, tx, cfg, x_all, y_all, after_epoch)
     return [FitResult(params=run.state.params, epochs_run=s1.epochs_run, best_epoch=s1.best_epoch,
                       best_val_error=s1.best_val_error, history=s1.history + run.history, best_state=s1.best_state,
                       best_train_objective=run.target,
