@@ -147,8 +147,10 @@ def bench_section(results_dir: Path) -> list[str]:
              f"JAX (this project) against PyTorch {m['versions'].get('torch')} eager + torchattacks "
              f"{m['versions'].get('torchattacks')}, same workloads, interleaved in one run on {m['cpu']} "
              f"({m['cpu_count']} cores, {m['platform']}); medians of {b['settings']['reps']} timed runs after a "
-             f"warm-up. Training epochs are timed on {b['settings']['examples']} examples, attacks on "
-             f"{b['settings']['test_examples']} images. Matmul peak (fp32 GFLOP/s): {peak}. "
+             f"warm-up. Training epochs are timed on {b['settings']['examples']} examples (the conv net on "
+             f"{b['settings'].get('conv_examples')}), attacks on {b['settings']['test_examples']} images. "
+             f"JAX CPU tunings in effect (fgsm_repro.cpu_tuning): {', '.join(m.get('cpu_tuning', [])) or 'none'}. "
+             f"Matmul peak (fp32 GFLOP/s): {peak}. "
              f"Target: {b['target']}. Commit `{p['git_commit'][:12]}`, {p['finished_at']}.", "",
              "| workload | JAX s | PyTorch s | speedup | JAX GFLOP/s | JAX % of bound | PyTorch % of bound | "
              "JAX compile s | target met |",
@@ -158,7 +160,8 @@ def bench_section(results_dir: Path) -> list[str]:
                      f"{w['speedup']:.2f}x | {w['jax_gflops']:.0f} | {100 * w['jax_roofline_fraction']:.0f}% | "
                      f"{100 * w['torch_roofline_fraction']:.0f}% | {w['jax_compile_seconds']:.2f} | "
                      f"{'yes' if w['meets_target'] else '**no**'} |")
-    lines += [""] + [f"- not benchmarked yet: {name} — {why}" for name, why in b.get("not_yet", {}).items()] + [""]
+    lines += [""] + [f"- {w['name']}: the JAX ensemble trains {w['jax_ensemble']}." for w in b["workloads"]
+                     if "jax_ensemble" in w] + [""]
     return lines + _scaling(b, results_dir)
 
 

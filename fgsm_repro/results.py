@@ -51,8 +51,10 @@ def device_info() -> dict:
         pass
     import os
 
+    from fgsm_repro import cpu_tuning
+
     return {"platform": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
-            "cpu": cpu, "cpu_count": os.cpu_count()}
+            "cpu": cpu, "cpu_count": os.cpu_count(), "cpu_tuning": cpu_tuning.applied()}
 
 
 def versions() -> dict:

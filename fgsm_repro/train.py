@@ -148,6 +148,12 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
     return jax.jit(train_epoch, donate_argnums=0)
 
 
+def seeds_together_by_default() -> bool:
+    """Several seeds in one vmapped program on accelerators; one after another on a CPU, where the
+    benchmark (``ensemble12_epoch``) measured the vmapped epoch slower than the members in turn."""
+    return jax.default_backend() != "cpu"
+
+
 @dataclass
 class FitResult:
     params: Any  # best-validation parameters with early stopping (then stage 2, if any), else the last

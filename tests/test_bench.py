@@ -10,13 +10,14 @@ import pytest
 
 from fgsm_repro.attacks import fgsm
 from fgsm_repro.config import TrainConfig
-from fgsm_repro.models import MaxoutMLP
+from fgsm_repro.models import ConvMaxout, MaxoutMLP
 from fgsm_repro.objectives import SOFTMAX
 from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
 
 torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
 from fgsm_repro.bench.suite import PAPER_RECIPE, WORKLOADS, BenchSettings  # noqa: E402
+from fgsm_repro.bench.torch_side import ConvMaxout as TorchConvMaxout  # noqa: E402
 from fgsm_repro.bench.torch_side import Maxout, Recipe, train_epoch  # noqa: E402
 
 NO_DROPOUT = dict(input_keep=1.0, hidden_keep=1.0)
@@ -71,6 +72,51 @@ def test_torch_recipe_makes_the_same_updates_as_ours(adversarial):
                                    rtol=1e-3, atol=1e-4)
 
 
+SMALL_CONV = dict(channels=(4, 6, 5), units=7, weight_init=0.1)
+
+
+def _conv_pair(**kw):
+    model = ConvMaxout(**SMALL_CONV, **kw)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    return model, params, TorchConvMaxout(**SMALL_CONV, **kw).load_flax(params)
+
+
+def _cifar(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+def test_torch_conv_maxout_computes_the_flax_logits():
+    model, params, twin = _conv_pair()
+    x, _ = _cifar(8)
+    expected = np.asarray(model.apply({"params": params}, x))
+    got = twin.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
+    assert np.abs(expected).max() > 1e-3  # not trivially zero
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_conv_recipe_makes_the_same_updates_as_ours():
+    recipe = {**PAPER_RECIPE, "batch_size": 16, "max_col_norm": 0.5,
+              "optimizer": {**PAPER_RECIPE["optimizer"], "learning_rate": 1.0}}
+    cfg = TrainConfig(epochs=1, **recipe)
+    model, params, twin = _conv_pair(**NO_DROPOUT)
+    x, y = _cifar(48)
+    tx = make_optimizer(cfg, steps_per_epoch=3)
+    state = init_state(model, tx, x, 0).replace(params=jax.tree.map(jnp.copy, params))
+    torch_recipe = Recipe(twin, steps_per_epoch=3, learning_rate=1.0, max_col_norm=0.5)
+    order = np.asarray(jax.random.permutation(jax.random.split(state.rng)[1], len(x)))
+    state, _ = make_train_epoch(model, SOFTMAX, tx, cfg)(state, jnp.asarray(x), jnp.asarray(y))
+    train_epoch(twin, torch_recipe, torch.from_numpy(x[order]).permute(0, 3, 1, 2), torch.from_numpy(y[order]).long(),
+                batch_size=16, shuffle=False)
+    filter_norms = np.linalg.norm(np.asarray(state.params["conv1"]["kernel"]).reshape(-1, 12), axis=0)
+    assert np.isclose(filter_norms, 0.5, rtol=1e-4).any()  # the kernel-norm constraint bound
+    for i, conv in enumerate(twin.convs):
+        np.testing.assert_allclose(conv.weight.detach().numpy().transpose(2, 3, 1, 0),
+                                   np.asarray(state.params[f"conv{i}"]["kernel"]), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(twin.maxout.weight.detach().numpy().T, np.asarray(state.params["maxout"]["kernel"]),
+                               rtol=1e-3, atol=1e-4)
+
+
 def test_torchattacks_fgsm_gives_our_clipped_fgsm_examples():
     model, params, twin = _pair()
     x, y = _data(64)
@@ -94,6 +140,11 @@ def test_flop_counts_by_hand():
     assert WORKLOADS["maxout240_clean_epoch"].flops(s) == 100 * clean
     assert WORKLOADS["maxout240_adv_epoch"].flops(s) == 100 * (2 * clean + 2 * 784 * 1200)
     assert WORKLOADS["ensemble12_epoch"].flops(s) == 12 * 100 * clean
+    # The conv net on 32x32x3: maps 33x33 (pool 4/2 -> 15), 14x14 (-> 6), 8x8 (-> 4), then 4*4*192 = 3072.
+    conv = [2 * 33 * 33 * (8 * 8 * 3) * 192, 2 * 14 * 14 * (8 * 8 * 96) * 384, 2 * 8 * 8 * (5 * 5 * 192) * 384,
+            2 * 3072 * 2500, 2 * 500 * 10]
+    s = BenchSettings(conv_examples=7)
+    assert WORKLOADS["convmaxout_cifar_epoch"].flops(s) == 7 * (3 * sum(conv) - conv[0])
 
 
 def test_bench_cli_writes_the_comparison(tmp_path):
@@ -101,11 +152,11 @@ def test_bench_cli_writes_the_comparison(tmp_path):
 
     from fgsm_repro.cli import app
 
-    result = CliRunner().invoke(app, ["bench", "--quick", "maxout240_adv_epoch", "fgsm_test",
-                                      "--results-dir", str(tmp_path)])
+    names = ["maxout240_adv_epoch", "fgsm_test", "convmaxout_cifar_epoch", "ensemble12_epoch"]
+    result = CliRunner().invoke(app, ["bench", "--quick", *names, "--results-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "bench.quick.json").read_text())
-    assert [w["name"] for w in record["workloads"]] == ["maxout240_adv_epoch", "fgsm_test"]
+    assert [w["name"] for w in record["workloads"]] == names
     for w in record["workloads"]:
         assert w["jax_seconds"] > 0 and w["torch_seconds"] > 0
         assert w["speedup"] == pytest.approx(w["torch_seconds"] / w["jax_seconds"])

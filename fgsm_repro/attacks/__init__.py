@@ -3,8 +3,11 @@
 One attack per module; ATTACKS maps the config name to the function.
 """
 
+from fgsm_repro import cpu_tuning
 from fgsm_repro.attacks.fgsm import fgsm
 from fgsm_repro.attacks.pgd import pgd
+
+cpu_tuning.unroll_threefry()  # random starts: see fgsm_repro.cpu_tuning
 
 ATTACKS = {"fgsm": fgsm}
 

@@ -50,12 +50,62 @@ class Maxout(torch.nn.Module):
         return self
 
 
+class ConvMaxout(torch.nn.Module):
+    """:class:`fgsm_repro.models.ConvMaxout` in PyTorch (NCHW): conv maxout over contiguous channel
+    groups, VALID max-pools, a maxout and a softmax layer, the same dropout."""
+
+    def __init__(self, channels=(96, 192, 192), pieces: int = 2, kernels=(8, 8, 5), pads=(4, 3, 3),
+                 pools=((4, 2), (4, 2), (2, 2)), units: int = 500, unit_pieces: int = 5, num_classes: int = 10,
+                 in_channels: int = 3, image_size: int = 32, weight_init: float = 0.005, input_keep: float = 0.8,
+                 hidden_keep: float = 0.5):
+        super().__init__()
+        self.pieces, self.unit_pieces, self.units, self.pools = pieces, unit_pieces, units, pools
+        self.input_keep, self.hidden_keep = input_keep, hidden_keep
+        convs, size, c_in = [], image_size, in_channels
+        for c, k, p, (window, stride) in zip(channels, kernels, pads, pools, strict=True):
+            convs.append(torch.nn.Conv2d(c_in, c * pieces, k, padding=p))
+            size, c_in = ((size + 2 * p - k + 1) - window) // stride + 1, c
+        self.convs = torch.nn.ModuleList(convs)
+        self.maxout = torch.nn.Linear(size * size * c_in, units * unit_pieces)
+        self.softmax = torch.nn.Linear(units, num_classes)
+        with torch.no_grad():
+            for layer in self.layers():
+                layer.weight.uniform_(-weight_init, weight_init)
+                layer.bias.zero_()
+
+    def layers(self) -> list[torch.nn.Module]:
+        return [*self.convs, self.maxout, self.softmax]
+
+    def forward(self, x):
+        h = x * (torch.rand_like(x) < self.input_keep) if self.training and self.input_keep < 1 else x
+        for i, (conv, (window, stride)) in enumerate(zip(self.convs, self.pools, strict=True)):
+            if i:
+                h = F.dropout(h, 1 - self.hidden_keep, self.training)
+            z = conv(h)
+            h = z.view(z.shape[0], -1, self.pieces, *z.shape[2:]).amax(2)
+            h = F.max_pool2d(h, window, stride)
+        h = F.dropout(h.permute(0, 2, 3, 1).flatten(1), 1 - self.hidden_keep, self.training)  # NHWC order, as Flax
+        h = self.maxout(h).view(h.shape[0], self.units, self.unit_pieces).amax(-1)
+        return self.softmax(F.dropout(h, 1 - self.hidden_keep, self.training))
+
+    @torch.no_grad()
+    def load_flax(self, params) -> ConvMaxout:
+        """Copy a Flax ConvMaxout's parameters (conv kernels HWIO → OIHW, dense (in, out) → (out, in))."""
+        for i, conv in enumerate(self.convs):
+            conv.weight.copy_(torch.from_numpy(np.asarray(params[f"conv{i}"]["kernel"]).transpose(3, 2, 0, 1).copy()))
+            conv.bias.copy_(torch.from_numpy(np.asarray(params[f"conv{i}"]["bias"]).copy()))
+        for layer, name in ((self.maxout, "maxout"), (self.softmax, "softmax")):
+            layer.weight.copy_(torch.from_numpy(np.asarray(params[name]["kernel"]).T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.asarray(params[name]["bias"]).copy()))
+        return self
+
+
 class Recipe:
     """The mnist_pi update by hand: classical momentum v ← m·v − lr·g (lr divided by
     `lr_decay_factor` per update, momentum rising linearly over epochs), then every weight's
     column norms capped at `max_col_norm` — the chain of :func:`fgsm_repro.train.make_optimizer`."""
 
-    def __init__(self, model: Maxout, steps_per_epoch: int, learning_rate: float = 0.1,
+    def __init__(self, model: Maxout | ConvMaxout, steps_per_epoch: int, learning_rate: float = 0.1,
                  lr_decay_factor: float = 1.000004, min_learning_rate: float = 1e-6, momentum: float = 0.5,
                  final_momentum: float = 0.7, momentum_saturate_epoch: int = 250, max_col_norm: float = 1.9365):
         self.params = list(model.parameters())
@@ -74,12 +124,12 @@ class Recipe:
         torch._foreach_mul_(self.velocity, m)
         torch._foreach_add_(self.velocity, [p.grad for p in self.params], alpha=-lr)
         torch._foreach_add_(self.params, self.velocity)
-        for w in self.weights:  # a torch weight's rows are the Flax kernel's columns
+        for w in self.weights:  # a torch weight's rows (filters) are the Flax kernel's columns
             w.copy_(torch.renorm(w, 2, 0, self.max_col_norm))
         self.count += 1
 
 
-def train_epoch(model: Maxout, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
+def train_epoch(model: Maxout | ConvMaxout, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
                 adversarial: tuple[float, float] | None = None, shuffle: bool = True) -> float:
     """One epoch of minibatch SGD; with ``adversarial=(alpha, eps)`` the objective
     α·J(x) + (1−α)·J(x + ε·sign ∇ₓJ(x)), ∇θ and ∇ₓ of the clean term from one backward pass."""

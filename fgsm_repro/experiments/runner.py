@@ -6,7 +6,6 @@ import math
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from fgsm_repro.config import experiment_configs, load_config, read_yaml
@@ -17,6 +16,7 @@ from fgsm_repro.experiments.common import Context, Outcome
 from fgsm_repro.reference import claim_ids
 from fgsm_repro.results import git_state, provenance, write_result
 from fgsm_repro.sharding import data_parallel_evaluation
+from fgsm_repro.train import seeds_together_by_default
 
 # Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -50,7 +50,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
     with data_parallel_evaluation(cfg.train.data_parallel):
-        together = cfg.seeds_together if cfg.seeds_together is not None else jax.default_backend() != "cpu"
+        together = cfg.seeds_together if cfg.seeds_together is not None else seeds_together_by_default()
         if together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
             outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
         else:

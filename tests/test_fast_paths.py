@@ -1,0 +1,129 @@
+"""The fast paths compute what the straightforward ones do: the maxout gradient rule, the conv
+kernel gradient, and the CPU tunings of fgsm_repro.cpu_tuning (same random bits, same training up
+to float rounding)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fgsm_repro import cpu_tuning
+from fgsm_repro.models import NHWC, ConvMaxout, conv_nhwc, maxout
+
+
+def _plain_maxout(z, pieces):
+    return z.reshape(*z.shape[:-1], z.shape[-1] // pieces, pieces).max(axis=-1)
+
+
+def test_maxout_gradient_is_the_max_gradient_without_ties():
+    z = jax.random.normal(jax.random.PRNGKey(0), (7, 12))
+    w = jax.random.normal(jax.random.PRNGKey(1), (7, 4))
+    ours = jax.grad(lambda z_: (maxout(z_, 3) * w).sum())(z)
+    plain = jax.grad(lambda z_: (_plain_maxout(z_, 3) * w).sum())(z)
+    np.testing.assert_array_equal(maxout(z, 3), _plain_maxout(z, 3))
+    np.testing.assert_array_equal(ours, plain)
+    assert int((ours != 0).sum()) == 7 * 4  # one winning piece per unit
+    # Forward mode works too (a custom JVP, not a custom VJP), and agrees.
+    dz = jax.random.normal(jax.random.PRNGKey(2), z.shape)
+    np.testing.assert_allclose(jax.jvp(lambda z_: maxout(z_, 3), (z,), (dz,))[1],
+                               jax.jvp(lambda z_: _plain_maxout(z_, 3), (z,), (dz,))[1], rtol=1e-6)
+
+
+def test_maxout_gradient_reaches_every_tied_piece_as_in_theano():
+    z = jnp.array([[1.0, 3.0, 3.0, 0.0, 0.0, 0.0]])
+    grad = jax.grad(lambda z_: (maxout(z_, 3) * jnp.array([[2.0, 5.0]])).sum())(z)
+    np.testing.assert_array_equal(grad, [[0.0, 2.0, 2.0, 5.0, 5.0, 5.0]])
+
+
+@pytest.mark.parametrize("shape", [
+    dict(n=3, hw=9, cin=2, k=4, pad=((2, 2), (2, 2)), cout=5),
+    dict(n=2, hw=5, cin=4, k=3, pad=((2, 1), (0, 3)), cout=3),  # uneven padding
+    dict(n=2, hw=6, cin=3, k=2, pad=((3, 3), (0, 0)), cout=2),  # padding > kernel - 1: XLA's input gradient
+])
+def test_conv_gradients_are_laxs(shape):
+    n, hw, cin, k, pad, cout = shape.values()
+    x = jax.random.normal(jax.random.PRNGKey(0), (n, hw, hw + 1, cin))
+    w = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
+    ours = lambda x_, w_: conv_nhwc(x_, w_, (1, 1), pad, dimension_numbers=dn)  # noqa: E731
+    plain = lambda x_, w_: lax.conv_general_dilated(x_, w_, (1, 1), pad, dimension_numbers=dn)  # noqa: E731
+    np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
+    probe = jax.random.normal(jax.random.PRNGKey(2), plain(x, w).shape)
+    for got, want in zip(jax.grad(lambda *a: (ours(*a) * probe).sum(), argnums=(0, 1))(x, w),
+                         jax.grad(lambda *a: (plain(*a) * probe).sum(), argnums=(0, 1))(x, w), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_strided_convolutions_go_to_lax():
+    x, w = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
+    got = conv_nhwc(x, w, (2, 2), "SAME", dimension_numbers=dn)
+    np.testing.assert_array_equal(got, lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn))
+    model = ConvMaxout(channels=(2, 3, 2), units=3)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    assert params["conv0"]["kernel"].shape == (8, 8, 3, 4) and params["maxout"]["kernel"].shape == (4 * 4 * 2, 15)
+
+
+SCRIPT = textwrap.dedent('''
+    import json, jax, jax.numpy as jnp, numpy as np
+    from fgsm_repro import cpu_tuning
+    from fgsm_repro.models import MaxoutMLP
+    from fgsm_repro.objectives import SOFTMAX
+    from fgsm_repro.train import fit
+    from tests.test_maxout import _recipe
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 6), dtype=np.float32); y = rng.integers(0, 4, 300).astype(np.int32)
+    # A small max-norm limit, so that the constraint binds on most columns from the first steps.
+    cfg = _recipe(epochs=3, stage2=None, early_stopping_patience=None, max_col_norm=0.3)
+    params = fit(MaxoutMLP(units=5, pieces=2, num_classes=4), SOFTMAX, cfg, x[:200], y[:200], x[200:], y[200:],
+                 seed=0).params
+    bits = jax.jit(lambda k: jax.random.bernoulli(k, 0.8, (50, 33)))
+    print(json.dumps({
+        "applied": cpu_tuning.applied(),
+        "loop_in_bernoulli": "while" in bits.lower(jax.random.PRNGKey(3)).compile().as_text(),
+        "bits": np.asarray(bits(jax.random.PRNGKey(3))).astype(int).tolist(),
+        "uniform": np.asarray(jax.random.uniform(jax.random.PRNGKey(4), (20,))).tolist(),
+        "params": [np.asarray(p).tolist() for p in jax.tree.leaves(params)],
+    }))
+''')
+
+
+def _run(tuning: str) -> dict:
+    env = {**os.environ, "FGSM_REPRO_CPU_TUNING": tuning, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cpu_tuning_changes_speed_not_results():
+    tuned, plain = _run("1"), _run("0")
+    assert plain["applied"] == [] and plain["loop_in_bernoulli"]
+    assert set(tuned["applied"]) == {cpu_tuning.REDUCE_FLAG, "threefry_unrolled"}
+    assert not tuned["loop_in_bernoulli"]  # the unrolled lowering is the one compiled
+    assert tuned["bits"] == plain["bits"] and tuned["uniform"] == plain["uniform"]  # the same random bits
+    for a, b in zip(tuned["params"], plain["params"], strict=True):  # max-norm binding, dropout, FGSM term
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_xla_flag_leaves_a_users_setting_alone(monkeypatch):
+    monkeypatch.setattr(cpu_tuning, "_applied", [])
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+    cpu_tuning.set_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.setenv("FGSM_REPRO_CPU_TUNING", "0")
+    cpu_tuning.set_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    monkeypatch.setenv("FGSM_REPRO_CPU_TUNING", "1")
+    cpu_tuning.set_xla_flags()
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {cpu_tuning.REDUCE_FLAG}"
+    assert cpu_tuning.applied() == [cpu_tuning.REDUCE_FLAG]
