@@ -11,6 +11,14 @@ import torch
 import torch.nn.functional as F
 
 
+@torch.no_grad()
+def _recipe_init(layers, weight_init: float) -> None:
+    """The recipe's initialization: weights U(−weight_init, weight_init), zero biases."""
+    for layer in layers:
+        layer.weight.uniform_(-weight_init, weight_init)
+        layer.bias.zero_()
+
+
 class Maxout(torch.nn.Module):
     """:class:`fgsm_repro.models.MaxoutMLP` in PyTorch: contiguous pieces, U(−r, r) weights, zero
     biases, unscaled input dropout and scaled hidden dropout."""
@@ -22,10 +30,7 @@ class Maxout(torch.nn.Module):
         dims = [in_features] + [units] * layers
         self.maxout = torch.nn.ModuleList(torch.nn.Linear(d, units * pieces) for d in dims[:-1])
         self.softmax = torch.nn.Linear(units, num_classes)
-        with torch.no_grad():
-            for layer in self.layers():
-                layer.weight.uniform_(-weight_init, weight_init)
-                layer.bias.zero_()
+        _recipe_init(self.layers(), weight_init)
 
     def layers(self) -> list[torch.nn.Linear]:
         return [*self.maxout, self.softmax]
@@ -68,10 +73,7 @@ class ConvMaxout(torch.nn.Module):
         self.convs = torch.nn.ModuleList(convs)
         self.maxout = torch.nn.Linear(size * size * c_in, units * unit_pieces)
         self.softmax = torch.nn.Linear(units, num_classes)
-        with torch.no_grad():
-            for layer in self.layers():
-                layer.weight.uniform_(-weight_init, weight_init)
-                layer.bias.zero_()
+        _recipe_init(self.layers(), weight_init)
 
     def layers(self) -> list[torch.nn.Module]:
         return [*self.convs, self.maxout, self.softmax]
