@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 
+from fgsm_repro import cpu_tuning
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import DatasetInfo
 
@@ -50,8 +51,6 @@ def device_info() -> dict:
     except OSError:
         pass
     import os
-
-    from fgsm_repro import cpu_tuning
 
     return {"platform": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
             "cpu": cpu, "cpu_count": os.cpu_count(), "cpu_tuning": cpu_tuning.applied()}

@@ -71,12 +71,18 @@ class Workload:
                               units=self.width(s))
         return MaxoutMLP(units=self.width(s))
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        from fgsm_repro.data.sources import IMAGE_SHAPE
+
+        return IMAGE_SHAPE["cifar10" if self.kind == "conv" else "mnist"]
+
     def examples(self, s: BenchSettings) -> int:
         return {"fgsm": s.test_examples, "pgd": s.test_examples, "conv": s.conv_examples}.get(self.kind, s.examples)
 
     def flops(self, s: BenchSettings) -> float:
         if self.kind == "conv":  # (positions, in, out) per layer: a conv is a dense product at every position
-            shapes = [(pos * k, n) for pos, k, n in self.model(s).layer_shapes(*IMAGE_SHAPE["conv"])]
+            shapes = [(pos * k, n) for pos, k, n in self.model(s).layer_shapes(*self.image_shape)]
         else:
             units, pieces, d_in, classes = self.width(s), 5, 784, 10
             shapes = [(d_in, units * pieces), (units, units * pieces), (units, classes)]
@@ -100,11 +106,10 @@ WORKLOADS = {w.name: w for w in [
     Workload("convmaxout_cifar_epoch", "training epoch, conv maxout with the CIFAR-10 recipe's layers on CIFAR-sized "
              "input, batch 128, the maxout recipe's optimizer, max-norm 1.9365 on every layer, dropout", 500, "conv"),
 ]}
-IMAGE_SHAPE = {"conv": (32, 32, 3)}  # (H, W, C); the rest are MNIST-shaped
 CONV_BATCH = 128  # the CIFAR-10 recipe's
 
 
-def _synthetic(n: int, seed: int, shape: tuple[int, int, int] = (28, 28, 1)) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic(n: int, seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Random images: the timing does not depend on the pixel values."""
     rng = np.random.default_rng(seed)
     return rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
@@ -123,7 +128,7 @@ def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
 
     model = w.model(s)
     if w.kind in ("fgsm", "pgd"):
-        x, y = _synthetic(s.test_examples, 1)
+        x, y = _synthetic(s.test_examples, 1, w.image_shape)
         params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
         if w.kind == "fgsm":
             attack = AttackConfig(eps=ATTACK_EPS, clip=(0.0, 1.0))
@@ -137,7 +142,7 @@ def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
     cfg = TrainConfig(epochs=1, **_recipe(w), data_parallel=s.data_parallel,
                       adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
                       if w.kind == "adversarial" else None)
-    x, y = _synthetic(w.examples(s), 0, IMAGE_SHAPE.get(w.kind, (28, 28, 1)))
+    x, y = _synthetic(w.examples(s), 0, w.image_shape)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     tx = make_optimizer(cfg, len(x) // cfg.batch_size)
     # An ensemble trains as the project trains several seeds on this backend: vmapped together
@@ -191,14 +196,14 @@ def _torch_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
         torch.set_num_threads(s.threads)
     torch.manual_seed(0)
     if w.kind in ("fgsm", "pgd"):
-        x, y = (torch.from_numpy(a) for a in _synthetic(s.test_examples, 1))
+        x, y = (torch.from_numpy(a) for a in _synthetic(s.test_examples, 1, w.image_shape))
         y = y.long()
         x = x.permute(0, 3, 1, 2).contiguous()  # torchattacks expects NCHW in [0, 1]
         model = Maxout(w.width(s)).eval()
         attack = (torchattacks.FGSM(model, eps=ATTACK_EPS) if w.kind == "fgsm" else
                   torchattacks.PGD(model, eps=ATTACK_EPS, alpha=ATTACK_EPS / 4, steps=PGD_STEPS, random_start=True))
         return lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
-    x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, IMAGE_SHAPE.get(w.kind, (28, 28, 1))))
+    x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, w.image_shape))
     y = y.long()
     if w.kind == "conv":
         flax_model = w.model(s)
