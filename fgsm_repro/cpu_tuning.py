@@ -1,4 +1,4 @@
-"""Two settings of JAX's CPU backend that the benchmark measured to help (``fgsm-repro bench``;
+"""Three settings of JAX's CPU backend that the benchmark measured to help (``fgsm-repro bench``;
 numbers in the issue notes and results/bench.json), applied by default:
 
 - ``--xla_cpu_experimental_ynn_fusion_type=-reduce`` in XLA_FLAGS: XLA otherwise hands fused
@@ -11,16 +11,27 @@ numbers in the issue notes and results/bench.json), applied by default:
 - The unrolled threefry lowering (the one JAX uses on GPUs) for the CPU too: JAX lowers
   threefry2x32 on the CPU as a rolled 5-iteration loop to save compile time, and the dropout
   masks of every step then cost 5 small loop iterations each. Same algorithm, same bits.
+- Programs of a convolutional model (its training epoch, evaluation and attacks) compiled without
+  YNNPACK (:func:`compiler_options`, per program: dense programs keep it, which measured faster
+  there). XLA 0.10 hands convolutions and dots to YNNPACK too; its forward convolution ran the conv
+  maxout net's second layer at ~120 GFLOP/s against ~175 for XLA's own (Eigen), and XLA's kernel
+  gradient of a VALID convolution (:func:`fgsm_repro.models.conv_nhwc`) runs at 90–175 GFLOP/s on
+  Eigen but 8–50 through YNNPACK.
 
-``FGSM_REPRO_CPU_TUNING=0`` turns both off.
+``FGSM_REPRO_CPU_TUNING=0`` turns all three off.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 REDUCE_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 MEASURED_WITH_JAXLIB = "0.10."  # the flag's name is experimental: only for the release it was measured with
+CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # no YNNPACK fusion of any type
+CONV_TUNING = "conv_programs_without_ynnpack"
 _applied: list[str] = []
 
 
@@ -28,20 +39,55 @@ def enabled() -> bool:
     return os.environ.get("FGSM_REPRO_CPU_TUNING", "1") != "0"
 
 
-def set_xla_flags() -> None:
-    """Add the reduce-fusion flag to XLA_FLAGS (read when JAX's CPU backend starts)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if not enabled() or "xla_cpu_experimental_ynn_fusion_type" in flags:
-        return
+def _measured_jaxlib() -> bool:
     try:
         from importlib.metadata import version
 
-        if not version("jaxlib").startswith(MEASURED_WITH_JAXLIB):
-            return
+        return version("jaxlib").startswith(MEASURED_WITH_JAXLIB)
     except Exception:  # no jaxlib metadata: leave XLA alone
+        return False
+
+
+def set_xla_flags() -> None:
+    """Add the reduce-fusion flag to XLA_FLAGS (read when JAX's CPU backend starts)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if not enabled() or "xla_cpu_experimental_ynn_fusion_type" in flags or not _measured_jaxlib():
         return
     os.environ["XLA_FLAGS"] = f"{flags} {REDUCE_FLAG}".strip()
     _applied.append(REDUCE_FLAG)
+
+
+def compiler_options(model: Any) -> dict[str, str] | None:
+    """XLA options for the programs that run `model`: YNNPACK off where the model convolves
+    (a module with ``convolutional = True``) and JAX runs on the CPU; None (XLA's defaults) else.
+    A user's own ``xla_cpu_experimental_ynn_fusion_type`` in XLA_FLAGS is left alone."""
+    import jax
+
+    if (not enabled() or not getattr(model, "convolutional", False) or not _measured_jaxlib()
+            or "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "").replace(REDUCE_FLAG, "")
+            or jax.default_backend() != "cpu"):
+        return None
+    if CONV_TUNING not in _applied:
+        _applied.append(CONV_TUNING)
+    return dict(CONV_OPTIONS)
+
+
+def jit_per_model(fun: Callable, **jit_kwargs) -> Callable:
+    """``jax.jit(fun, **jit_kwargs)`` for a `fun` whose first argument is a (static) Flax module:
+    each call compiles with :func:`compiler_options` of that module."""
+    jitted: dict[tuple, Callable] = {}
+
+    @functools.wraps(fun)
+    def call(model, *args, **kwargs):
+        import jax
+
+        options = compiler_options(model)
+        key = tuple(sorted((options or {}).items()))
+        if key not in jitted:
+            jitted[key] = jax.jit(fun, compiler_options=options, **jit_kwargs)
+        return jitted[key](model, *args, **kwargs)
+
+    return call
 
 
 def unroll_threefry() -> None:

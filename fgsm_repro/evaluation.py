@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax
 import numpy as np
 
+from fgsm_repro import cpu_tuning
 from fgsm_repro.attacks import ATTACKS
 from fgsm_repro.config import AttackConfig
 from fgsm_repro.errors import ReproError
@@ -28,7 +28,7 @@ def check_finite(x: np.ndarray, what: str = "inputs") -> None:
         raise ReproError(f"{what} contain NaN or infinite values")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(cpu_tuning.jit_per_model, static_argnums=(0, 1))
 def _logits(model: nn.Module, objective: Objective, params, x):
     logits = model.apply({"params": params}, x)
     return objective.predict(logits), objective.confidence(logits), logits
@@ -41,7 +41,7 @@ def predict(model: nn.Module, objective: Objective, params, x: np.ndarray,
     return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(3))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "objective", "attack", "clip", "labels"))
+@functools.partial(cpu_tuning.jit_per_model, static_argnames=("model", "objective", "attack", "clip", "labels"))
 def _attack_batch(model, objective, params, x, y, eps, *, attack, clip, labels):
     def loss_fn(x_, y_):
         return objective.loss(model.apply({"params": params}, x_), y_).sum()

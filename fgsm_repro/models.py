@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -90,9 +90,11 @@ def conv_nhwc(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
     of a plain convolution (stride 1, no dilation or groups, explicit padding, NHWC/HWIO) written
     the way XLA's CPU backend runs fast. Measured on the conv maxout net, batch 128:
 
-    - kernel gradient: XLA computes it as a convolution with the output map as its window, 10–40x
-      below the matmul rate for the first layer (3 input channels: 11 s) and the third (5×5
-      kernel on a 6×6 map: 4 s); here one matrix product per kernel row (0.2 s, 0.25 s).
+    - kernel gradient: where the padding makes the output map larger than the input (2·pad >
+      kernel − 1: the first and third layers), XLA swaps the operands and runs a naive loop at
+      1–5 GFLOP/s (11 s and 4 s per batch). The gradient of the same convolution written as a
+      VALID one on the explicitly padded input is on XLA's fast path (90–175 GFLOP/s when the
+      program is compiled without YNNPACK, as :mod:`fgsm_repro.cpu_tuning` compiles it).
     - input gradient: XLA's transposed convolution (reversed kernel folded into the op) took
       3.5 s for the second layer; written as a forward convolution of the output gradient with
       the flipped kernel it runs on the same path as the forward pass.
@@ -107,6 +109,10 @@ def conv_nhwc(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision)
     return _conv(lhs, rhs, tuple((int(lo), int(hi)) for lo, hi in padding))
+
+
+def _valid_conv(x, kernel):
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((0, 0), (0, 0)), dimension_numbers=NHWC)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -128,15 +134,37 @@ def _conv_bwd(padding, residuals, g):
     else:
         dx = jax.vjp(lambda x_: lax.conv_general_dilated(x_, kernel, (1, 1), padding, dimension_numbers=NHWC),
                      x)[1](g)[0]
-    ho, wo = g.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    # dW[i, j] = Σ_{n,h,w} x_pad[n, h+i, w+j, :]ᵀ g[n, h, w, :], one product per kernel row i
-    rows = [jnp.einsum("nhwjc,nhwo->jco", jnp.stack([xp[:, i:i + ho, j:j + wo] for j in range(kw)], axis=3), g)
-            for i in range(kh)]
-    return dx, jnp.stack(rows)
+    # dW[i, j, c, o] = Σ_{n,h,w} x_pad[n, h+i, w+j, c] g[n, h, w, o]: a VALID forward convolution
+    # of x_pad as (C, H, W, N) "images" with g as an (h, w, N, O) kernel. The barrier keeps XLA
+    # from folding the pad and transposes back into the convolution (its slow forms).
+    x_padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0))).transpose(3, 1, 2, 0)
+    x_padded, g_kernel = lax.optimization_barrier((x_padded, g.transpose(1, 2, 0, 3)))
+    dkernel = _valid_conv(x_padded, g_kernel).transpose(1, 2, 0, 3)
+    return dx, dkernel
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+    """``nn.max_pool(x, (window, window), strides=(stride, stride))`` (VALID) on NHWC maps, computed
+    per axis and, when `window` is a multiple of `stride`, as a max over non-overlapping blocks of
+    `stride` followed by a stride-1 max over ``window // stride`` neighbouring blocks (a window
+    [s·i, s·i + m·s) is blocks i … i + m − 1). Same values; its gradient is elementwise selects,
+    where XLA's CPU backend runs the select-and-scatter of ``nn.max_pool`` as a windowed
+    reduction with index tuples and a scatter (0.28 s of a conv maxout training step on batch
+    128, against 0.07 s here). The gradient goes to the winning input, as ``nn.max_pool``'s does
+    (ties, of probability zero with real-valued inputs, are split)."""
+    if window % stride:
+        return nn.max_pool(x, (window, window), strides=(stride, stride))
+    for axis in (1, 2):
+        blocks = x.shape[axis] // stride
+        x = lax.slice_in_dim(x, 0, blocks * stride, axis=axis)
+        x = x.reshape(*x.shape[:axis], blocks, stride, *x.shape[axis + 1:])
+        x = functools.reduce(jnp.maximum, [lax.index_in_dim(x, d, axis + 1, keepdims=False) for d in range(stride)])
+        out = blocks - window // stride + 1
+        x = functools.reduce(jnp.maximum, [lax.slice_in_dim(x, d, d + out, axis=axis) for d in range(window // stride)])
+    return x
 
 
 def input_dropout(module: nn.Module, h: jax.Array, keep: float, train: bool) -> jax.Array:
@@ -196,6 +224,7 @@ class ConvMaxout(nn.Module):
     cuda-convnet's partial windows, so the maps are 33→15, 14→6, 8→4 on 32×32 input.
     """
 
+    convolutional: ClassVar[bool] = True  # its programs compile without YNNPACK: fgsm_repro.cpu_tuning
     channels: tuple[int, ...] = (96, 192, 192)
     pieces: int = 2
     kernels: tuple[int, ...] = (8, 8, 5)
@@ -228,7 +257,7 @@ class ConvMaxout(nn.Module):
                 h = hidden_dropout(self, h, self.hidden_keep, train)
             z = nn.Conv(c * self.pieces, (k, k), padding=[(p, p), (p, p)], kernel_init=kernel_init(self.weight_init),
                         conv_general_dilated=conv_nhwc, name=f"conv{i}")(h)
-            h = nn.max_pool(maxout(z, self.pieces), (window, window), strides=(stride, stride))
+            h = max_pool(maxout(z, self.pieces), window, stride)
         h = hidden_dropout(self, h.reshape(h.shape[0], -1), self.hidden_keep, train)
         z = nn.Dense(self.units * self.unit_pieces, kernel_init=kernel_init(self.weight_init), name="maxout")(h)
         h = hidden_dropout(self, maxout(z, self.unit_pieces), self.hidden_keep, train)

@@ -25,6 +25,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import struct
 
+from fgsm_repro import cpu_tuning
 from fgsm_repro.config import TrainConfig
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import predict
@@ -145,7 +146,7 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
 
     if seeds_together:
         train_epoch = jax.vmap(train_epoch, in_axes=(0, None, None))
-    return jax.jit(train_epoch, donate_argnums=0)
+    return jax.jit(train_epoch, donate_argnums=0, compiler_options=cpu_tuning.compiler_options(model))
 
 
 def seeds_together_by_default() -> bool:
@@ -215,7 +216,7 @@ def make_objective_monitor(model: nn.Module, objective: Objective, cfg: TrainCon
     loss_and_grad = make_loss_and_grad(model, objective, cfg)
     size = cfg.batch_size
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(model))
     def monitor(params, x, y):
         n = x.shape[0] // size
         batches = (x[: n * size].reshape(n, size, *x.shape[1:]), y[: n * size].reshape(n, size),

@@ -15,7 +15,7 @@ import pytest
 from jax import lax
 
 from fgsm_repro import cpu_tuning
-from fgsm_repro.models import NHWC, ConvMaxout, conv_nhwc, maxout
+from fgsm_repro.models import NHWC, ConvMaxout, MaxoutMLP, conv_nhwc, max_pool, maxout
 
 
 def _plain_maxout(z, pieces):
@@ -69,6 +69,41 @@ def test_strided_convolutions_go_to_lax():
     model = ConvMaxout(channels=(2, 3, 2), units=3)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
     assert params["conv0"]["kernel"].shape == (8, 8, 3, 4) and params["maxout"]["kernel"].shape == (4 * 4 * 2, 15)
+
+
+@pytest.mark.parametrize("shape,window,stride", [
+    ((2, 33, 33, 3), 4, 2), ((2, 14, 15, 2), 4, 2), ((3, 8, 8, 2), 2, 2), ((2, 9, 9, 2), 3, 2), ((1, 10, 10, 1), 6, 3),
+])
+def test_max_pool_is_flax_max_pool(shape, window, stride):
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    plain = lambda x_: nn.max_pool(x_, (window, window), strides=(stride, stride))  # noqa: E731
+    np.testing.assert_array_equal(max_pool(x, window, stride), plain(x))
+    probe = jax.random.normal(jax.random.PRNGKey(1), plain(x).shape)
+    np.testing.assert_allclose(jax.grad(lambda x_: (max_pool(x_, window, stride) * probe).sum())(x),
+                               jax.grad(lambda x_: (plain(x_) * probe).sum())(x), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_programs_compile_to_the_fast_forms():
+    """The conv net's training epoch compiles without YNNPACK, and every convolution in it — the
+    forward passes and both gradients — in XLA's canonical (Eigen) form; dense models keep XLA's
+    defaults."""
+    from fgsm_repro.config import TrainConfig
+    from fgsm_repro.objectives import SOFTMAX
+    from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
+
+    assert cpu_tuning.compiler_options(MaxoutMLP(units=3)) is None
+    model = ConvMaxout(channels=(2, 3, 2), units=3)
+    cfg = TrainConfig(epochs=1, batch_size=2, max_col_norm=1.9365, optimizer=dict(learning_rate=0.1))
+    tx = make_optimizer(cfg, 2)
+    x, y = jnp.zeros((4, 32, 32, 3)), jnp.zeros((4,), jnp.int32)
+    state = init_state(model, tx, np.zeros((1, 32, 32, 3), np.float32), 0)
+    hlo = make_train_epoch(model, SOFTMAX, tx, cfg).lower(state, x, y).compile().as_text()
+    convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
+    assert len(convolutions) == 3 * 3 - 1  # the first layer's input gradient is not needed
+    assert all("dim_labels=b01f_01io->b01f" in c and "rhs_reversal" not in c for c in convolutions)
+    assert "ynn" not in hlo.lower() and cpu_tuning.CONV_TUNING in cpu_tuning.applied()
 
 
 SCRIPT = textwrap.dedent('''
