@@ -11,12 +11,13 @@ numbers in the issue notes and results/bench.json), applied by default:
 - The unrolled threefry lowering (the one JAX uses on GPUs) for the CPU too: JAX lowers
   threefry2x32 on the CPU as a rolled 5-iteration loop to save compile time, and the dropout
   masks of every step then cost 5 small loop iterations each. Same algorithm, same bits.
-- Programs of a convolutional model (its training epoch, evaluation and attacks) compiled without
-  YNNPACK (:func:`compiler_options`, per program: dense programs keep it, which measured faster
-  there). XLA 0.10 hands convolutions and dots to YNNPACK too; its forward convolution ran the conv
-  maxout net's second layer at ~120 GFLOP/s against ~175 for XLA's own (Eigen), and XLA's kernel
-  gradient of a VALID convolution (:func:`fgsm_repro.models.conv_nhwc`) runs at 90–175 GFLOP/s on
-  Eigen but 8–50 through YNNPACK.
+- YNNPACK off (:func:`compiler_options`, per program) for the programs of a convolutional model
+  (its training epoch, evaluation and attacks) and for attack programs (a forward pass and the
+  gradient to the input). XLA 0.10 hands dots and convolutions to YNNPACK too; its forward
+  convolution ran the conv maxout net's second layer at ~120 GFLOP/s against ~175 for XLA's own
+  (Eigen), XLA's kernel gradient (:func:`fgsm_repro.models.conv_nhwc`) at 8–50 GFLOP/s against
+  90–175, and FGSM on the 240-unit maxout net took 335 ms per 10k images against 310. Dense
+  training epochs keep it (the adversarial epochs measured 5–10% slower without).
 
 ``FGSM_REPRO_CPU_TUNING=0`` turns all three off.
 """
@@ -30,8 +31,8 @@ from typing import Any
 
 REDUCE_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 MEASURED_WITH_JAXLIB = "0.10."  # the flag's name is experimental: only for the release it was measured with
-CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # no YNNPACK fusion of any type
-CONV_TUNING = "conv_programs_without_ynnpack"
+WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}  # no YNNPACK fusion of any type
+CONV_TUNING, ATTACK_TUNING = "conv_programs_without_ynnpack", "attack_programs_without_ynnpack"
 _applied: list[str] = []
 
 
@@ -57,31 +58,34 @@ def set_xla_flags() -> None:
     _applied.append(REDUCE_FLAG)
 
 
-def compiler_options(model: Any) -> dict[str, str] | None:
-    """XLA options for the programs that run `model`: YNNPACK off where the model convolves
-    (a module with ``convolutional = True``) and JAX runs on the CPU; None (XLA's defaults) else.
-    A user's own ``xla_cpu_experimental_ynn_fusion_type`` in XLA_FLAGS is left alone."""
+def compiler_options(model: Any = None, *, attack: bool = False) -> dict[str, str] | None:
+    """XLA options for a program that runs `model`: YNNPACK off where the model convolves (a
+    module with ``convolutional = True``) or the program is an `attack`, when JAX runs on the CPU;
+    None (XLA's defaults) else. A user's own ``xla_cpu_experimental_ynn_fusion_type`` in
+    XLA_FLAGS is left alone."""
     import jax
 
-    if (not enabled() or not getattr(model, "convolutional", False) or not _measured_jaxlib()
+    convolutional = getattr(model, "convolutional", False)
+    if (not enabled() or not (convolutional or attack) or not _measured_jaxlib()
             or "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "").replace(REDUCE_FLAG, "")
             or jax.default_backend() != "cpu"):
         return None
-    if CONV_TUNING not in _applied:
-        _applied.append(CONV_TUNING)
-    return dict(CONV_OPTIONS)
+    tuning = CONV_TUNING if convolutional else ATTACK_TUNING
+    if tuning not in _applied:
+        _applied.append(tuning)
+    return dict(WITHOUT_YNNPACK)
 
 
-def jit_per_model(fun: Callable, **jit_kwargs) -> Callable:
+def jit_per_model(fun: Callable, *, attack: bool = False, **jit_kwargs) -> Callable:
     """``jax.jit(fun, **jit_kwargs)`` for a `fun` whose first argument is a (static) Flax module:
-    each call compiles with :func:`compiler_options` of that module."""
+    each call compiles with :func:`compiler_options` of that module (and `attack`)."""
     jitted: dict[tuple, Callable] = {}
 
     @functools.wraps(fun)
     def call(model, *args, **kwargs):
         import jax
 
-        options = compiler_options(model)
+        options = compiler_options(model, attack=attack)
         key = tuple(sorted((options or {}).items()))
         if key not in jitted:
             jitted[key] = jax.jit(fun, compiler_options=options, **jit_kwargs)

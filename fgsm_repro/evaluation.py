@@ -41,7 +41,8 @@ def predict(model: nn.Module, objective: Objective, params, x: np.ndarray,
     return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(3))
 
 
-@functools.partial(cpu_tuning.jit_per_model, static_argnames=("model", "objective", "attack", "clip", "labels"))
+@functools.partial(cpu_tuning.jit_per_model, attack=True,
+                   static_argnames=("model", "objective", "attack", "clip", "labels"))
 def _attack_batch(model, objective, params, x, y, eps, *, attack, clip, labels):
     def loss_fn(x_, y_):
         return objective.loss(model.apply({"params": params}, x_), y_).sum()
@@ -54,10 +55,11 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
                          attack: AttackConfig, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """The attack of `attack` applied to all of `x`, generated on `model` itself."""
     check_finite(x)
-    out = [np.asarray(_attack_batch(model, objective, params, put_eval_batch(x[s]), put_eval_batch(y[s]),
-                                    attack.eps, attack=attack.name, clip=attack.clip, labels=attack.labels))
+    # Every batch dispatched before the first is read back: the host prepares the next while XLA runs.
+    out = [_attack_batch(model, objective, params, put_eval_batch(x[s]), put_eval_batch(y[s]), attack.eps,
+                         attack=attack.name, clip=attack.clip, labels=attack.labels)
            for s in _batches(len(x), batch_size)]
-    return np.concatenate(out)
+    return np.concatenate([np.asarray(o) for o in out])
 
 
 def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray) -> dict:

@@ -150,7 +150,8 @@ def bench_section(results_dir: Path) -> list[str]:
              f"warm-up. Training epochs are timed on {b['settings']['examples']} examples (the conv net on "
              f"{b['settings'].get('conv_examples')}), attacks on {b['settings']['test_examples']} images. "
              f"JAX CPU tunings in effect (fgsm_repro.cpu_tuning): {', '.join(m.get('cpu_tuning', [])) or 'none'}. "
-             f"Matmul peak (fp32 GFLOP/s): {peak}. "
+             f"Matmul peak (fp32 GFLOP/s) at the start: {peak}; each workload's bound uses the median of "
+             "the peaks measured beside its repetitions (the machine's speed drifts). "
              f"Target: {b['target']}. Commit `{p['git_commit'][:12]}`, {p['finished_at']}.", "",
              "| workload | JAX s | PyTorch s | speedup | JAX GFLOP/s | JAX % of bound | PyTorch % of bound | "
              "JAX compile s | target met |",

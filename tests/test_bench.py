@@ -160,6 +160,9 @@ def test_bench_cli_writes_the_comparison(tmp_path):
     for w in record["workloads"]:
         assert w["jax_seconds"] > 0 and w["torch_seconds"] > 0
         assert w["speedup"] == pytest.approx(w["torch_seconds"] / w["jax_seconds"])
+        # the bound at the peak measured beside this workload's repetitions (one per repetition)
+        assert len(w["matmul_peak_runs"]) == record["settings"]["reps"]
+        assert w["bound_seconds"] == pytest.approx(w["flops"] / (w["matmul_peak_gflops"] * 1e9))
     assert record["provenance"]["machine"]["versions"]["torch"].startswith("2.13.0")
     bad = CliRunner().invoke(app, ["bench", "--quick", "nope", "--results-dir", str(tmp_path)])
     assert bad.exit_code != 0

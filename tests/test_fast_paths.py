@@ -87,13 +87,14 @@ def test_max_pool_is_flax_max_pool(shape, window, stride):
 
 def test_conv_programs_compile_to_the_fast_forms():
     """The conv net's training epoch compiles without YNNPACK, and every convolution in it — the
-    forward passes and both gradients — in XLA's canonical (Eigen) form; dense models keep XLA's
-    defaults."""
+    forward passes and both gradients — in XLA's canonical (Eigen) form; attacks compile without
+    YNNPACK, dense training with XLA's defaults."""
     from fgsm_repro.config import TrainConfig
     from fgsm_repro.objectives import SOFTMAX
     from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
 
-    assert cpu_tuning.compiler_options(MaxoutMLP(units=3)) is None
+    assert cpu_tuning.compiler_options(MaxoutMLP(units=3)) is None  # dense training keeps XLA's defaults
+    assert cpu_tuning.compiler_options(MaxoutMLP(units=3), attack=True) == cpu_tuning.WITHOUT_YNNPACK
     model = ConvMaxout(channels=(2, 3, 2), units=3)
     cfg = TrainConfig(epochs=1, batch_size=2, max_col_norm=1.9365, optimizer=dict(learning_rate=0.1))
     tx = make_optimizer(cfg, 2)
