@@ -38,6 +38,9 @@ ADVERSARIAL = (0.5, 0.25)  # alpha, eps of §6
 ATTACK_EPS, PGD_STEPS = 0.25, 10
 TARGET_SPEEDUP, TARGET_ROOFLINE = 1.5, 0.9
 PEAK_REPS = 5  # matmuls per peak measurement beside each timed repetition
+# A pause before each timed run: the other side's worker threads spin for a while after its last
+# call (PyTorch's OpenMP pool slowed the next 240-unit JAX epoch by ~10%, measured).
+SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ def _torch_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
 
 # --- timing -------------------------------------------------------------------------------------
 
-def _time(fn: Callable[[], Any]) -> float:
+def _time(fn: Callable[[], Any], settle: float = 0.0) -> float:
+    time.sleep(settle)
     tic = time.perf_counter()
     fn()
     return time.perf_counter() - tic
@@ -288,8 +292,8 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         jax_times, torch_times, peaks = [], [], []
         for _ in range(settings.reps):  # interleaved: both sides (and the peak) see the same machine state
             peaks.append(max(matmul_peak_gflops(reps=PEAK_REPS).values()))
-            jax_times.append(_time(jax_run))
-            torch_times.append(_time(torch_run))
+            jax_times.append(_time(jax_run, SETTLE_S))
+            torch_times.append(_time(torch_run, SETTLE_S))
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
         flops = w.flops(settings)
         # The machine's speed drifts (a shared VM: the peak moved by 30% within a minute), so the
