@@ -40,6 +40,7 @@ def enabled() -> bool:
     return os.environ.get("FGSM_REPRO_CPU_TUNING", "1") != "0"
 
 
+@functools.cache  # read once: compiler_options runs on every evaluation / attack call
 def _measured_jaxlib() -> bool:
     try:
         from importlib.metadata import version

@@ -90,11 +90,12 @@ def conv_nhwc(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
     of a plain convolution (stride 1, no dilation or groups, explicit padding, NHWC/HWIO) written
     the way XLA's CPU backend runs fast. Measured on the conv maxout net, batch 128:
 
-    - kernel gradient: where the padding makes the output map larger than the input (2·pad >
-      kernel − 1: the first and third layers), XLA swaps the operands and runs a naive loop at
-      1–5 GFLOP/s (11 s and 4 s per batch). The gradient of the same convolution written as a
-      VALID one on the explicitly padded input is on XLA's fast path (90–175 GFLOP/s when the
-      program is compiled without YNNPACK, as :mod:`fgsm_repro.cpu_tuning` compiles it).
+    - kernel gradient: XLA writes it as a convolution in a non-canonical layout (batch as the
+      feature dimension, often with the kernel reversed), and inside a loop such as the training
+      epoch's scan it runs that as a naive loop at 1–5 GFLOP/s (up to minutes per batch). Written
+      here as a canonical VALID forward convolution of the padded, transposed input, it runs on
+      XLA's Eigen path (90–175 GFLOP/s when the program is compiled without YNNPACK, as
+      :mod:`fgsm_repro.cpu_tuning` compiles it).
     - input gradient: XLA's transposed convolution (reversed kernel folded into the op) took
       3.5 s for the second layer; written as a forward convolution of the output gradient with
       the flipped kernel it runs on the same path as the forward pass.
@@ -109,10 +110,6 @@ def conv_nhwc(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision)
     return _conv(lhs, rhs, tuple((int(lo), int(hi)) for lo, hi in padding))
-
-
-def _valid_conv(x, kernel):
-    return lax.conv_general_dilated(x, kernel, (1, 1), ((0, 0), (0, 0)), dimension_numbers=NHWC)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -139,7 +136,8 @@ def _conv_bwd(padding, residuals, g):
     # from folding the pad and transposes back into the convolution (its slow forms).
     x_padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0))).transpose(3, 1, 2, 0)
     x_padded, g_kernel = lax.optimization_barrier((x_padded, g.transpose(1, 2, 0, 3)))
-    dkernel = _valid_conv(x_padded, g_kernel).transpose(1, 2, 0, 3)
+    dkernel = lax.conv_general_dilated(x_padded, g_kernel, (1, 1), ((0, 0), (0, 0)), dimension_numbers=NHWC)
+    dkernel = dkernel.transpose(1, 2, 0, 3)
     return dx, dkernel
 
 
@@ -157,13 +155,14 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     (ties, of probability zero with real-valued inputs, are split)."""
     if window % stride:
         return nn.max_pool(x, (window, window), strides=(stride, stride))
+    per_window = window // stride  # blocks per window
     for axis in (1, 2):
         blocks = x.shape[axis] // stride
         x = lax.slice_in_dim(x, 0, blocks * stride, axis=axis)
         x = x.reshape(*x.shape[:axis], blocks, stride, *x.shape[axis + 1:])
         x = functools.reduce(jnp.maximum, [lax.index_in_dim(x, d, axis + 1, keepdims=False) for d in range(stride)])
-        out = blocks - window // stride + 1
-        x = functools.reduce(jnp.maximum, [lax.slice_in_dim(x, d, d + out, axis=axis) for d in range(window // stride)])
+        out = blocks - per_window + 1
+        x = functools.reduce(jnp.maximum, [lax.slice_in_dim(x, d, d + out, axis=axis) for d in range(per_window)])
     return x
 
 
