@@ -67,6 +67,23 @@ def test_max_norm_transformation_bounds_every_column():
         np.testing.assert_allclose(params["bias"], bias_before - np.asarray(grads["bias"]), rtol=1e-6)  # plain SGD
 
 
+# Kernels whose rows split into 16, 4 and 1 blocks in the fused column norm (optim._column_norms_of_sum),
+# a conv kernel (norms over all but the last axis) and an odd row count.
+@pytest.mark.parametrize("shape", [(784, 12), (1600, 3), (240, 5), (8, 8, 3, 6), (25, 4)])
+def test_max_norm_equals_the_column_rescale_in_float64(shape):
+    rng = np.random.default_rng(1)
+    rows = int(np.prod(shape[:-1]))
+    column_scale = np.linspace(0.5, 3.0, shape[-1]) / np.sqrt(rows)  # column norms of p + u from ~.6 to ~3.5
+    p = (rng.normal(size=shape) * column_scale).astype(np.float32)
+    u = (rng.normal(size=shape) * column_scale * 0.5).astype(np.float32)
+    update, _ = max_norm(1.9365).update({"kernel": jnp.asarray(u)}, optax.EmptyState(), {"kernel": jnp.asarray(p)})
+    new = p.astype(np.float64) + u
+    norms = np.sqrt((new.reshape(-1, shape[-1]) ** 2).sum(0))
+    assert (norms > 1.9365).any() and (norms < 1.9365).any()
+    expected = new * np.minimum(1.0, 1.9365 / norms)
+    np.testing.assert_allclose(np.asarray(p + update["kernel"]), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_classical_momentum_and_schedules_by_hand():
     lr = decayed_learning_rate(0.1, 1.000004, 1e-6)
     mom = linear_momentum(0.5, 0.7, 250, steps_per_epoch=10)
