@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fgsm_repro.column_sum import column_sum
+
 
 class MomentumState(NamedTuple):
     count: jax.Array
@@ -73,26 +75,11 @@ def column_norms(kernel: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(kernel ** 2, axis=tuple(range(kernel.ndim - 1))))
 
 
-def _column_norms_of_sum(p: jax.Array, u: jax.Array, max_blocks: int = 16, min_block_rows: int = 32) -> jax.Array:
-    """``column_norms(p + u)`` without materializing p + u or its square.
-
-    XLA's CPU backend writes p + u, then its square, to memory before a column reduction (which
-    it runs as a windowed reduction), and the training step reads them back: on the 784×8000
-    kernel of the 1600-unit net the constraint cost as much as the momentum update itself. Here
-    the rows are split into equal blocks whose squares are added elementwise, which XLA fuses
-    into one pass over p and u; only the last block-sized sum is a reduction. Same sum, in a
-    different order (float rounding). At most 16 blocks of at least 32 rows: more, or smaller,
-    blocks made the fused pass slower than XLA's own on the 1600-unit and 240-unit kernels.
-    """
+def _column_norms_of_sum(p: jax.Array, u: jax.Array) -> jax.Array:
+    """``column_norms(p + u)``, without writing p + u or its square to memory (XLA's CPU backend
+    did, and the constraint cost as much as the momentum update; see :mod:`fgsm_repro.column_sum`)."""
     p, u = p.reshape(-1, p.shape[-1]), u.reshape(-1, u.shape[-1])
-    rows, blocks = p.shape[0], 1
-    while 2 * blocks <= max_blocks and rows % (2 * blocks) == 0 and rows // (2 * blocks) >= min_block_rows:
-        blocks *= 2
-    size = rows // blocks
-    squares = [(p[k * size:(k + 1) * size] + u[k * size:(k + 1) * size]) ** 2 for k in range(blocks)]
-    while len(squares) > 1:  # pairwise: a balanced tree of elementwise adds
-        squares = [squares[i] + squares[i + 1] for i in range(0, len(squares), 2)]
-    return jnp.sqrt(jnp.sum(squares[0], axis=0))
+    return jnp.sqrt(column_sum(lambda lo, hi: (p[lo:hi] + u[lo:hi]) ** 2, p.shape[0]))
 
 
 def max_norm(limit: float) -> optax.GradientTransformation:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 from jax import lax
 
 from fgsm_repro import cpu_tuning
-from fgsm_repro.models import NHWC, ConvMaxout, MaxoutMLP, conv_nhwc, max_pool, maxout
+from fgsm_repro.column_sum import sum_leading_axes
+from fgsm_repro.models import NHWC, Conv, ConvMaxout, MaxoutMLP, conv_nhwc, max_pool, maxout
 
 
 def _plain_maxout(z, pieces):
@@ -51,9 +53,8 @@ def test_conv_gradients_are_laxs(shape):
     n, hw, cin, k, pad, cout = shape.values()
     x = jax.random.normal(jax.random.PRNGKey(0), (n, hw, hw + 1, cin))
     w = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout))
-    dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
-    ours = lambda x_, w_: conv_nhwc(x_, w_, (1, 1), pad, dimension_numbers=dn)  # noqa: E731
-    plain = lambda x_, w_: lax.conv_general_dilated(x_, w_, (1, 1), pad, dimension_numbers=dn)  # noqa: E731
+    ours = lambda x_, w_: conv_nhwc(x_, w_, pad)  # noqa: E731
+    plain = lambda x_, w_: lax.conv_general_dilated(x_, w_, (1, 1), pad, dimension_numbers=NHWC)  # noqa: E731
     np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
     probe = jax.random.normal(jax.random.PRNGKey(2), plain(x, w).shape)
     for got, want in zip(jax.grad(lambda *a: (ours(*a) * probe).sum(), argnums=(0, 1))(x, w),
@@ -61,22 +62,34 @@ def test_conv_gradients_are_laxs(shape):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_strided_convolutions_go_to_lax():
-    x, w = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
-    dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
-    got = conv_nhwc(x, w, (2, 2), "SAME", dimension_numbers=dn)
-    np.testing.assert_array_equal(got, lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn))
+def test_conv_module_is_flax_conv():
+    """Same parameters from the same key, same outputs, same gradients (input, kernel, bias)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 9, 10, 4))
+    ours, flax_conv = Conv(6, 3, 2), nn.Conv(6, (3, 3), padding=[(2, 2), (2, 2)])
+    params = ours.init(jax.random.PRNGKey(1), x)
+    jax.tree.map(np.testing.assert_array_equal, params, flax_conv.init(jax.random.PRNGKey(1), x))
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)  # bias != 0
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
+    probe = jax.random.normal(jax.random.PRNGKey(3), flax_conv.apply(params, x).shape)
+    grads = [jax.grad(lambda p, x_, m=m: (m.apply(p, x_) * probe).sum(), argnums=(0, 1))(params, x)
+             for m in (ours, flax_conv)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
     model = ConvMaxout(channels=(2, 3, 2), units=3)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
     assert params["conv0"]["kernel"].shape == (8, 8, 3, 4) and params["maxout"]["kernel"].shape == (4 * 4 * 2, 15)
+
+
+@pytest.mark.parametrize("shape", [(139392, 5), (96, 3), (25, 4), (4, 6, 6, 7)])
+def test_blockwise_sum_over_leading_axes(shape):  # 16 blocks, 2 blocks, 1 block, a 4-d array
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    np.testing.assert_allclose(sum_leading_axes(x), np.asarray(x, np.float64).reshape(-1, shape[-1]).sum(0),
+                               rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("shape,window,stride", [
     ((2, 33, 33, 3), 4, 2), ((2, 14, 15, 2), 4, 2), ((3, 8, 8, 2), 2, 2), ((2, 9, 9, 2), 3, 2), ((1, 10, 10, 1), 6, 3),
 ])
 def test_max_pool_is_flax_max_pool(shape, window, stride):
-    import flax.linen as nn
-
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     plain = lambda x_: nn.max_pool(x_, (window, window), strides=(stride, stride))  # noqa: E731
     np.testing.assert_array_equal(max_pool(x, window, stride), plain(x))
