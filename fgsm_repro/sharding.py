@@ -42,10 +42,11 @@ def split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 
 def put_batch(x, mesh: Mesh | None):
-    """Outside jit: place a host array across the mesh (a jitted function then runs split)."""
-    if mesh is None:
-        return jax.numpy.asarray(x)
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec(AXIS)))
+    """Outside jit: place a host array across the mesh (a jitted function then runs split), or on
+    the default device without one. ``jax.device_put`` rather than ``jnp.asarray``: FGSM on 10k
+    images, batches placed between dispatches, took 311 ms with the latter and 304 ms with the
+    former (medians of 25 interleaved runs)."""
+    return jax.device_put(x, None if mesh is None else NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
 def initialize_distributed() -> None:
@@ -71,8 +72,4 @@ def put_eval_batch(x):
     """An evaluation batch on the device(s): split across the mesh of :func:`data_parallel_evaluation`
     when one is active and the batch divides evenly, else on the default device."""
     mesh = _EVAL_MESH.get()
-    if mesh is not None and len(x) % mesh.size == 0:
-        return put_batch(x, mesh)
-    # device_put, not jnp.asarray: FGSM on 10k images 315 -> 302 ms with the batches placed
-    # between dispatches (jnp.asarray's transfer waited behind the running computation).
-    return jax.device_put(x)
+    return put_batch(x, mesh if mesh is not None and len(x) % mesh.size == 0 else None)
