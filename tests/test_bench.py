@@ -147,6 +147,22 @@ def test_flop_counts_by_hand():
     assert WORKLOADS["convmaxout_cifar_epoch"].flops(s) == 7 * (3 * sum(conv) - conv[0])
 
 
+def test_interleaving_alternates_calls_and_sums_each_side():
+    from fgsm_repro.bench.suite import time_interleaved
+
+    log = []
+    a = [lambda i=i: log.append(f"a{i}") for i in range(3)]
+    b = [lambda i=i: log.append(f"b{i}") for i in range(3)]
+    a_time, b_time = time_interleaved(a, b, settle=0.0)
+    assert log == ["a0", "b0", "a1", "b1", "a2", "b2"] and a_time > 0 and b_time > 0
+    log.clear()
+    time_interleaved(a, b, a_first=False, settle=0.0)
+    assert log == ["b0", "a0", "b1", "a1", "b2", "a2"]
+    log.clear()
+    time_interleaved(a[:1], b, a_first=False, settle=0.0)  # one call against three: each side whole
+    assert log == ["b0", "b1", "b2", "a0"]
+
+
 def test_bench_cli_writes_the_comparison(tmp_path):
     from typer.testing import CliRunner
 
@@ -159,7 +175,13 @@ def test_bench_cli_writes_the_comparison(tmp_path):
     assert [w["name"] for w in record["workloads"]] == names
     for w in record["workloads"]:
         assert w["jax_seconds"] > 0 and w["torch_seconds"] > 0
-        assert w["speedup"] == pytest.approx(w["torch_seconds"] / w["jax_seconds"])
+        # the median of the repetitions' own ratios; the ratio of the medians beside it
+        ratios = [t / j for j, t in zip(w["jax_runs"], w["torch_runs"], strict=True)]
+        assert w["speedup_runs"] == pytest.approx(ratios)
+        assert w["speedup"] == pytest.approx(float(np.median(ratios)))
+        assert w["speedup_of_medians"] == pytest.approx(w["torch_seconds"] / w["jax_seconds"])
+        # the ensemble's members (3 in --quick) alternate between the sides on a CPU
+        assert w["calls_interleaved"] == (3 if w["name"] == "ensemble12_epoch" else 1)
         # the bound at the peak measured beside this workload's repetitions (one per repetition)
         assert len(w["matmul_peak_runs"]) == record["settings"]["reps"]
         assert w["bound_seconds"] == pytest.approx(w["flops"] / (w["matmul_peak_gflops"] * 1e9))

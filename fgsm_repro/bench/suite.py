@@ -2,6 +2,11 @@
 PyTorch one (torchattacks for the attacks), interleaved in one run after warm-up, with medians,
 the speed ratio, and achieved GFLOP/s against the machine's measured matmul peak.
 
+Each repetition runs both sides back to back (an ensemble member by member, the two sides
+alternating, and which side goes first alternating between repetitions); the speed ratio is the
+median over the repetitions of the ratio within each, so that a slow stretch of the machine
+slows both sides of a ratio rather than one side's median.
+
 FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
 the backward pass to the activations and to the weights (the first layer's input gradient is
 not needed, except when the adversarial objective needs ∇ₓ); an attack step is a forward pass
@@ -127,7 +132,8 @@ def _recipe(w: Workload) -> dict:
 
 # --- the JAX side: the project's own code paths -------------------------------------------------
 
-def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
+def _jax_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
+    """The workload as a list of calls (one per ensemble member trained in turn, else one)."""
     from fgsm_repro.evaluation import adversarial_examples
     from fgsm_repro.objectives import SOFTMAX
     from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
@@ -143,8 +149,8 @@ def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
                 with data_parallel_evaluation(s.data_parallel):
                     return adversarial_examples(model, SOFTMAX, params, x, y, attack)
 
-            return run
-        return _jax_pgd(model, params, x, y, s.data_parallel)
+            return [run]
+        return [_jax_pgd(model, params, x, y, s.data_parallel)]
     cfg = TrainConfig(epochs=1, **_recipe(w), data_parallel=s.data_parallel,
                       adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
                       if w.kind == "adversarial" else None)
@@ -158,14 +164,14 @@ def _jax_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
     states = [init_state(model, tx, x, seed) for seed in range(s.ensemble if w.kind == "ensemble" else 1)]
     box = [jax.tree.map(lambda *a: jnp.stack(a), *states)] if together else states
 
-    def run():
-        losses = []
-        for i, state in enumerate(box):
-            box[i], loss = epoch(state, x_dev, y_dev)
-            losses.append(loss)
-        return jax.block_until_ready(losses)
+    def member_epoch(i: int) -> Callable[[], Any]:
+        def run():
+            box[i], loss = epoch(box[i], x_dev, y_dev)
+            return jax.block_until_ready(loss)  # the whole program: every output is ready with it
 
-    return run
+        return run
+
+    return [member_epoch(i) for i in range(len(box))]
 
 
 def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray, data_parallel: bool) -> Callable[[], Any]:
@@ -191,7 +197,8 @@ def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray, data_parallel: bool) -
 
 # --- the PyTorch side ---------------------------------------------------------------------------
 
-def _torch_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
+def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
+    """The workload as a list of calls, like :func:`_jax_side` (one per ensemble member)."""
     import torch
     import torchattacks
 
@@ -208,7 +215,7 @@ def _torch_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
         model = Maxout(w.width(s)).eval()
         attack = (torchattacks.FGSM(model, eps=ATTACK_EPS) if w.kind == "fgsm" else
                   torchattacks.PGD(model, eps=ATTACK_EPS, alpha=ATTACK_EPS / 4, steps=PGD_STEPS, random_start=True))
-        return lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+        return [lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]]
     x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, w.image_shape))
     y = y.long()
     if w.kind == "conv":
@@ -220,8 +227,8 @@ def _torch_side(w: Workload, s: BenchSettings) -> Callable[[], Any]:
     batch_size = _recipe(w)["batch_size"]
     recipes = [Recipe(m, len(x) // batch_size) for m in members]
     adversarial = ADVERSARIAL if w.kind == "adversarial" else None
-    return lambda: [train_epoch(m, r, x, y, batch_size, adversarial)
-                    for m, r in zip(members, recipes, strict=True)]
+    return [functools.partial(train_epoch, m, r, x, y, batch_size, adversarial)
+            for m, r in zip(members, recipes, strict=True)]
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -231,6 +238,30 @@ def _time(fn: Callable[[], Any], settle: float = 0.0) -> float:
     tic = time.perf_counter()
     fn()
     return time.perf_counter() - tic
+
+
+def _run_all(calls: list[Callable[[], Any]]) -> list[Any]:
+    return [call() for call in calls]
+
+
+def time_interleaved(a: list[Callable[[], Any]], b: list[Callable[[], Any]], *, a_first: bool = True,
+                     settle: float = SETTLE_S) -> tuple[float, float]:
+    """Run side `a` and side `b` once each and return their times (a side's time is the sum of
+    its calls, each after a `settle` pause). With as many calls on both sides (the members of an
+    ensemble), the calls alternate — a0 b0 a1 b1 … (or b0 a0 b1 a1 … without `a_first`) — so that
+    both sides run through the same stretches of this shared machine, whose speed changes for
+    seconds at a time; else each side runs whole, one after the other."""
+    if len(a) != len(b):
+        a, b = [functools.partial(_run_all, a)], [functools.partial(_run_all, b)]
+    a_time = b_time = 0.0
+    for call_a, call_b in zip(a, b, strict=True):
+        if a_first:
+            a_time += _time(call_a, settle)
+            b_time += _time(call_b, settle)
+        else:
+            b_time += _time(call_b, settle)
+            a_time += _time(call_a, settle)
+    return a_time, b_time
 
 
 _matmul = jax.jit(jnp.matmul)
@@ -286,26 +317,34 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
     rows = []
     for w in (WORKLOADS[n] for n in names) if names else WORKLOADS.values():
         log(f"{w.name}: setting up")
-        jax_run, torch_run = _jax_side(w, s=settings), _torch_side(w, s=settings)
-        first_jax = _time(jax_run)  # compiles
-        _time(torch_run)
+        jax_calls, torch_calls = _jax_side(w, s=settings), _torch_side(w, s=settings)
+        first_jax = sum(_time(call) for call in jax_calls)  # compiles
+        for call in torch_calls:
+            call()
         jax_times, torch_times, peaks = [], [], []
-        for _ in range(settings.reps):  # interleaved: both sides (and the peak) see the same machine state
+        for rep in range(settings.reps):  # interleaved: both sides (and the peak) see the same machine state
             peaks.append(max(matmul_peak_gflops(reps=PEAK_REPS).values()))
-            jax_times.append(_time(jax_run, SETTLE_S))
-            torch_times.append(_time(torch_run, SETTLE_S))
+            jax_time, torch_time = time_interleaved(jax_calls, torch_calls, a_first=rep % 2 == 0)
+            jax_times.append(jax_time)
+            torch_times.append(torch_time)
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
+        # The speed-up of each repetition compares two runs made back to back; this machine has
+        # episodes of 10-60 s in which both sides run ~30% slower (measured), which a ratio of
+        # the two medians would mix up with the code's speed when they hit one side's runs.
+        paired = [t / j for j, t in zip(jax_times, torch_times, strict=True)]
         flops = w.flops(settings)
         # The machine's speed drifts (a shared VM: the peak moved by 30% within a minute), so the
         # bound uses the peak measured beside this workload's repetitions.
         workload_peak = statistics.median(peaks)
         bound_s = flops / (workload_peak * 1e9)
-        speedup, roofline = torch_s / jax_s, bound_s / jax_s
+        speedup, roofline = statistics.median(paired), bound_s / jax_s
         rows.append({
             "name": w.name, "description": w.description, "units": w.width(settings), "flops": flops,
             "jax_seconds": jax_s, "torch_seconds": torch_s, "jax_runs": jax_times, "torch_runs": torch_times,
             "jax_first_call_seconds": first_jax, "jax_compile_seconds": max(first_jax - jax_s, 0.0),
-            "speedup": speedup, "jax_gflops": flops / jax_s / 1e9, "torch_gflops": flops / torch_s / 1e9,
+            "speedup": speedup, "speedup_runs": paired, "speedup_of_medians": torch_s / jax_s,
+            "calls_interleaved": len(jax_calls) if len(jax_calls) == len(torch_calls) else 1,
+            "jax_gflops": flops / jax_s / 1e9, "torch_gflops": flops / torch_s / 1e9,
             "matmul_peak_gflops": workload_peak, "matmul_peak_runs": peaks,
             "bound_seconds": bound_s, "jax_roofline_fraction": roofline,
             "torch_roofline_fraction": bound_s / torch_s,
