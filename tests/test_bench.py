@@ -186,5 +186,12 @@ def test_bench_cli_writes_the_comparison(tmp_path):
         assert len(w["matmul_peak_runs"]) == record["settings"]["reps"]
         assert w["bound_seconds"] == pytest.approx(w["flops"] / (w["matmul_peak_gflops"] * 1e9))
     assert record["provenance"]["machine"]["versions"]["torch"].startswith("2.13.0")
+    from fgsm_repro.report import bench_section
+
+    (tmp_path / "bench.json").write_text((tmp_path / "bench.quick.json").read_text())
+    section = "\n".join(bench_section(tmp_path))
+    assert "{" not in section and "}" not in section  # every field formatted
+    for w in record["workloads"]:
+        assert f"| {w['speedup']:.2f}x | {w['speedup_of_medians']:.2f}x |" in section
     bad = CliRunner().invoke(app, ["bench", "--quick", "nope", "--results-dir", str(tmp_path)])
     assert bad.exit_code != 0
