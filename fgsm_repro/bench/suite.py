@@ -328,9 +328,7 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
             jax_times.append(jax_time)
             torch_times.append(torch_time)
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
-        # The speed-up of each repetition compares two runs made back to back; this machine has
-        # episodes of 10-60 s in which both sides run ~30% slower (measured), which a ratio of
-        # the two medians would mix up with the code's speed when they hit one side's runs.
+        # Ratios within repetitions: see the module docstring (this machine's slow stretches).
         paired = [t / j for j, t in zip(jax_times, torch_times, strict=True)]
         flops = w.flops(settings)
         # The machine's speed drifts (a shared VM: the peak moved by 30% within a minute), so the
