@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from fgsm_repro.config import TrainConfig
-from fgsm_repro.models import MaxoutMLP
+from fgsm_repro.models import MaxoutMLP, dropout_scale
 from fgsm_repro.objectives import SOFTMAX
 from fgsm_repro.optim import classical_momentum, column_norms, decayed_learning_rate, linear_momentum, max_norm
 from fgsm_repro.train import fit, make_loss_and_grad, make_optimizer
@@ -50,6 +50,19 @@ def test_dropout_quirk_input_unscaled_hidden_scaled():
     # instead of the hidden units would give 1.0.
     assert out.mean() == pytest.approx(0.8, abs=0.03)
     np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, x)), 1.0)  # no dropout at test time
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.8, 0.3])
+@pytest.mark.parametrize("scale_of", ["one", "inverse_keep"])
+def test_dropout_scale_is_the_plain_select_bit_for_bit(keep, scale_of):
+    # sqrt(scale²) instead of a select only changes how XLA fuses it, never a value.
+    scale = 1.0 if scale_of == "one" else 1.0 / keep
+    key = jax.random.PRNGKey(3)
+    plain = jnp.where(jax.random.bernoulli(key, keep, (64, 50)), jnp.float32(scale), jnp.float32(0.0))
+    got = jax.jit(dropout_scale, static_argnums=(1, 2, 3))(key, keep, (64, 50), scale)
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(plain))
+    assert 0.0 < float((np.asarray(got) > 0).mean()) < 1.0
 
 
 def test_max_norm_transformation_bounds_every_column():
