@@ -168,24 +168,24 @@ def bench_section(results_dir: Path) -> list[str]:
                      f"{'yes' if w['meets_target'] else '**no**'} |")
     lines += [""] + [f"- {w['name']}: the JAX ensemble trains {w['jax_ensemble']}." for w in b["workloads"]
                      if "jax_ensemble" in w] + [""]
-    return lines + _scaling(b, results_dir)
+    return lines + _scaling(results_dir)
 
 
-def _scaling(single: dict, results_dir: Path) -> list[str]:
-    """JAX time per workload on one device against the data-parallel runs (bench.dp<N>.json)."""
+def _scaling(results_dir: Path) -> list[str]:
+    """Each data-parallel run (bench.dp<N>.json) against one device, timed in the same run."""
     runs = sorted(Path(results_dir).glob("bench.dp*.json"))
     if not runs:
         return []
-    one = {w["name"]: w["jax_seconds"] for w in single["workloads"]}
-    lines = ["Data-parallel scaling of the JAX side (`fgsm-repro bench --data-parallel`; several devices of one "
-             "machine share its cores, so on a CPU this shows the overhead of the split, not a speed-up):", "",
-             "| workload | devices | JAX s | JAX s on 1 device | speed-up |", "|---|---|---|---|---|"]
+    lines = ["Data-parallel scaling of the JAX side (`fgsm-repro bench --data-parallel`, which times the same "
+             "workload on one device in the same repetitions; several devices of one machine share its cores, "
+             "so on a CPU this shows the overhead of the split, not a speed-up):", "",
+             "| workload | devices | JAX s | JAX s on 1 device | speed-up | commit |", "|---|---|---|---|---|---|"]
     for path in runs:
         b = json.loads(path.read_text())
         for w in b["workloads"]:
-            base, secs = one.get(w["name"]), w["jax_seconds"]
-            lines.append(f"| {w['name']} | {b['devices']} | {secs:.3f} | {_fmt(base, 3)} | "
-                         f"{'—' if base is None else f'{base / secs:.2f}x'} |")
+            lines.append(f"| {w['name']} | {b['devices']} | {w['jax_seconds']:.3f} | "
+                         f"{w['one_device_seconds']:.3f} | {w['scaling']:.2f}x | "
+                         f"`{b['provenance']['git_commit'][:12]}` |")
     return lines + [""]
 
 

@@ -151,16 +151,18 @@ def test_interleaving_alternates_calls_and_sums_each_side():
     from fgsm_repro.bench.suite import time_interleaved
 
     log = []
-    a = [lambda i=i: log.append(f"a{i}") for i in range(3)]
-    b = [lambda i=i: log.append(f"b{i}") for i in range(3)]
+    a, b, c = ([lambda i=i, side=side: log.append(f"{side}{i}") for i in range(3)] for side in "abc")
     a_time, b_time = time_interleaved(a, b, settle=0.0)
     assert log == ["a0", "b0", "a1", "b1", "a2", "b2"] and a_time > 0 and b_time > 0
     log.clear()
-    time_interleaved(a, b, a_first=False, settle=0.0)
+    time_interleaved(a, b, first=1, settle=0.0)
     assert log == ["b0", "a0", "b1", "a1", "b2", "a2"]
     log.clear()
-    time_interleaved(a[:1], b, a_first=False, settle=0.0)  # one call against three: each side whole
+    time_interleaved(a[:1], b, first=1, settle=0.0)  # one call against three: each side whole
     assert log == ["b0", "b1", "b2", "a0"]
+    log.clear()
+    assert len(time_interleaved(a, b, c, first=2, settle=0.0)) == 3
+    assert log == ["c0", "a0", "b0", "c1", "a1", "b1", "c2", "a2", "b2"]
 
 
 def test_bench_cli_writes_the_comparison(tmp_path):
@@ -195,3 +197,27 @@ def test_bench_cli_writes_the_comparison(tmp_path):
         assert f"| {w['speedup']:.2f}x | {w['speedup_of_medians']:.2f}x |" in section
     bad = CliRunner().invoke(app, ["bench", "--quick", "nope", "--results-dir", str(tmp_path)])
     assert bad.exit_code != 0
+
+
+def test_data_parallel_bench_times_one_device_in_the_same_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from fgsm_repro.cli import app
+    from fgsm_repro.report import bench_section
+
+    names = ["maxout240_clean_epoch", "ensemble12_epoch"]
+    result = CliRunner().invoke(app, ["bench", "--quick", "--data-parallel", *names, "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / f"bench.quick.dp{jax.device_count()}.json").read_text())
+    for w in record["workloads"]:
+        assert len(w["one_device_runs"]) == record["settings"]["reps"]
+        ratios = [one / split for one, split in zip(w["one_device_runs"], w["jax_runs"], strict=True)]
+        assert w["scaling"] == pytest.approx(float(np.median(ratios)))
+        assert w["one_device_seconds"] == pytest.approx(float(np.median(w["one_device_runs"])))
+    (tmp_path / "bench.json").write_text(json.dumps(record))
+    (tmp_path / "bench.dp2.json").write_text(json.dumps(record))
+    section = "\n".join(bench_section(tmp_path))
+    assert "{" not in section and "}" not in section
+    for w in record["workloads"]:
+        assert f"| {w['name']} | {record['devices']} | {w['jax_seconds']:.3f} | {w['one_device_seconds']:.3f} | " \
+               f"{w['scaling']:.2f}x |" in section

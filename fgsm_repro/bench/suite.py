@@ -5,7 +5,9 @@ the speed ratio, and achieved GFLOP/s against the machine's measured matmul peak
 Each repetition runs both sides back to back (an ensemble member by member, the two sides
 alternating, and which side goes first alternating between repetitions); the speed ratio is the
 median over the repetitions of the ratio within each, so that a slow stretch of the machine
-slows both sides of a ratio rather than one side's median.
+slows both sides of a ratio rather than one side's median. A data-parallel run adds a third side,
+the same JAX workload on one device, to the same repetitions; its scaling is likewise the median
+of the ratios within them.
 
 FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
 the backward pass to the activations and to the weights (the first layer's input gradient is
@@ -22,7 +24,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import jax
@@ -244,24 +246,21 @@ def _run_all(calls: list[Callable[[], Any]]) -> list[Any]:
     return [call() for call in calls]
 
 
-def time_interleaved(a: list[Callable[[], Any]], b: list[Callable[[], Any]], *, a_first: bool = True,
-                     settle: float = SETTLE_S) -> tuple[float, float]:
-    """Run side `a` and side `b` once each and return their times (a side's time is the sum of
-    its calls, each after a `settle` pause). With as many calls on both sides (the members of an
-    ensemble), the calls alternate — a0 b0 a1 b1 … (or b0 a0 b1 a1 … without `a_first`) — so that
-    both sides run through the same stretches of this shared machine, whose speed changes for
-    seconds at a time; else each side runs whole, one after the other."""
-    if len(a) != len(b):
-        a, b = [functools.partial(_run_all, a)], [functools.partial(_run_all, b)]
-    a_time = b_time = 0.0
-    for call_a, call_b in zip(a, b, strict=True):
-        if a_first:
-            a_time += _time(call_a, settle)
-            b_time += _time(call_b, settle)
-        else:
-            b_time += _time(call_b, settle)
-            a_time += _time(call_a, settle)
-    return a_time, b_time
+def time_interleaved(*sides: list[Callable[[], Any]], first: int = 0, settle: float = SETTLE_S) -> list[float]:
+    """Run every side once and return their times (a side's time is the sum of its calls, each
+    after a `settle` pause). With as many calls on every side (the members of an ensemble), the
+    calls alternate — call 0 of each side, then call 1 of each, … — the sides in turn from side
+    `first` (a0 b0 a1 b1 …, or b0 a0 b1 a1 … with `first`=1), so that all sides run through the
+    same stretches of this shared machine, whose speed changes for seconds at a time; else each
+    side runs whole, one after the other from side `first`."""
+    if len({len(side) for side in sides}) > 1:
+        sides = tuple([functools.partial(_run_all, side)] for side in sides)
+    order = [(first + k) % len(sides) for k in range(len(sides))]
+    times = [0.0] * len(sides)
+    for i in range(len(sides[0])):
+        for k in order:
+            times[k] += _time(sides[k][i], settle)
+    return times
 
 
 _matmul = jax.jit(jnp.matmul)
@@ -281,6 +280,13 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> dict[str, float]:
     torch.mm(t, t)
     out["torch"] = flops / min(_time(lambda: torch.mm(t, t)) for _ in range(reps)) / 1e9
     return out
+
+
+def _scaling(one_device_times: list[float], split_times: list[float]) -> dict:
+    """The data-parallel side against the same workload on one device, from the same repetitions."""
+    paired = [one / split for one, split in zip(one_device_times, split_times, strict=True)]
+    return {"one_device_seconds": statistics.median(one_device_times), "one_device_runs": one_device_times,
+            "scaling": statistics.median(paired), "scaling_runs": paired}
 
 
 def _machine() -> dict:
@@ -318,15 +324,18 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
     for w in (WORKLOADS[n] for n in names) if names else WORKLOADS.values():
         log(f"{w.name}: setting up")
         jax_calls, torch_calls = _jax_side(w, s=settings), _torch_side(w, s=settings)
+        sides = [jax_calls, torch_calls]
+        if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
+            sides.append(_jax_side(w, s=replace(settings, data_parallel=False)))
+            _run_all(sides[2])
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
-        for call in torch_calls:
-            call()
-        jax_times, torch_times, peaks = [], [], []
-        for rep in range(settings.reps):  # interleaved: both sides (and the peak) see the same machine state
+        _run_all(torch_calls)
+        runs, peaks = [[] for _ in sides], []
+        for rep in range(settings.reps):  # interleaved: all sides (and the peak) see the same machine state
             peaks.append(max(matmul_peak_gflops(reps=PEAK_REPS).values()))
-            jax_time, torch_time = time_interleaved(jax_calls, torch_calls, a_first=rep % 2 == 0)
-            jax_times.append(jax_time)
-            torch_times.append(torch_time)
+            for side_runs, seconds in zip(runs, time_interleaved(*sides, first=rep % len(sides)), strict=True):
+                side_runs.append(seconds)
+        jax_times, torch_times = runs[:2]
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
         # Ratios within repetitions: see the module docstring (this machine's slow stretches).
         paired = [t / j for j, t in zip(jax_times, torch_times, strict=True)]
@@ -348,7 +357,7 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
             "torch_roofline_fraction": bound_s / torch_s,
             "meets_target": bool(speedup >= TARGET_SPEEDUP or roofline >= TARGET_ROOFLINE),
         } | ({"jax_ensemble": "vmapped" if seeds_together_by_default() else "one member after another"}
-             if w.kind == "ensemble" else {}))
+             if w.kind == "ensemble" else {}) | (_scaling(runs[2], jax_times) if settings.data_parallel else {}))
         log(f"{w.name}: jax {jax_s:.3f} s, torch {torch_s:.3f} s, speedup {speedup:.2f}x, "
             f"{100 * roofline:.0f}% of the matmul bound")
     return {
