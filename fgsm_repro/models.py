@@ -216,7 +216,8 @@ def input_dropout(module: nn.Module, h: jax.Array, keep: float, train: bool) -> 
 
 
 def hidden_dropout(module: nn.Module, h: jax.Array, keep: float, train: bool) -> jax.Array:
-    """Dropout of a hidden layer's outputs: kept with probability `keep`, scaled by 1/`keep`."""
+    """Dropout of a hidden layer's outputs: kept with probability `keep`, scaled by 1/`keep`
+    (as h·(1/keep): for the recipes' keep = .5 exactly h/keep; else within an ulp of it)."""
     if not train or keep >= 1:
         return h
     return h * dropout_scale(module.make_rng("dropout"), keep, h.shape, 1.0 / keep)
