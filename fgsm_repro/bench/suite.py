@@ -282,7 +282,7 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> dict[str, float]:
     return out
 
 
-def _scaling(one_device_times: list[float], split_times: list[float]) -> dict:
+def _scaling_fields(one_device_times: list[float], split_times: list[float]) -> dict:
     """The data-parallel side against the same workload on one device, from the same repetitions."""
     paired = [one / split for one, split in zip(one_device_times, split_times, strict=True)]
     return {"one_device_seconds": statistics.median(one_device_times), "one_device_runs": one_device_times,
@@ -357,7 +357,7 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
             "torch_roofline_fraction": bound_s / torch_s,
             "meets_target": bool(speedup >= TARGET_SPEEDUP or roofline >= TARGET_ROOFLINE),
         } | ({"jax_ensemble": "vmapped" if seeds_together_by_default() else "one member after another"}
-             if w.kind == "ensemble" else {}) | (_scaling(runs[2], jax_times) if settings.data_parallel else {}))
+             if w.kind == "ensemble" else {}) | (_scaling_fields(runs[2], jax_times) if settings.data_parallel else {}))
         log(f"{w.name}: jax {jax_s:.3f} s, torch {torch_s:.3f} s, speedup {speedup:.2f}x, "
             f"{100 * roofline:.0f}% of the matmul bound")
     return {
