@@ -199,6 +199,20 @@ def test_bench_cli_writes_the_comparison(tmp_path):
     assert bad.exit_code != 0
 
 
+def test_bench_compiles_rather_than_loading_the_compilation_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FGSM_REPRO_JAX_CACHE": str(tmp_path / "jax-cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "fgsm_repro.cli", "bench", "--quick", "fgsm_test",
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    # The other commands fill the cache (tests/test_cli.py); the bench's compile column measures compiling.
+    cache = tmp_path / "jax-cache"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
 def test_data_parallel_bench_times_one_device_in_the_same_run(tmp_path):
     from typer.testing import CliRunner
 

@@ -28,8 +28,8 @@ attack: {eps: 0.25}
 pytestmark = pytest.mark.mnist
 
 
-def _cli(*args, env_data_dir=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _cli(*args, env_data_dir=None, **env_vars):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env_vars}
     if env_data_dir:
         env["TFDS_DATA_DIR"] = str(env_data_dir)
     return subprocess.run([sys.executable, "-m", "fgsm_repro.cli", *args], capture_output=True, text=True,
@@ -80,6 +80,24 @@ def test_train_attack_report(tmp_path, mnist_data_dir):
     config.write_text(TINY.replace("learning_rate: 0.1", "learning_rate: 0.2"))
     res = runner.invoke(app, ["attack", str(run_dir), "--data-dir", str(mnist_data_dir)])
     assert isinstance(res.exception, ReproError) and "changed since" in str(res.exception)
+
+
+def test_repeated_runs_compile_nothing_again(tmp_path, mnist_data_dir):
+    config, run_dir, cache = tmp_path / "tiny.yaml", tmp_path / "run", tmp_path / "jax-cache"
+    config.write_text(TINY.replace("epochs: 2", "epochs: 1"))
+    env = {"FGSM_REPRO_JAX_CACHE": str(cache), "TFDS_DATA_DIR": str(mnist_data_dir)}
+    trained = _cli("train", str(config), "--run-dir", str(run_dir), "--quiet", **env)
+    assert trained.returncode == 0, trained.stderr
+    after_train = set(os.listdir(cache))
+    assert any(name.startswith("jit_train_epoch") for name in after_train), sorted(after_train)
+    seen = []
+    for _ in range(2):
+        attacked = _cli("attack", str(run_dir), "--out", str(tmp_path / "attack.json"), **env)
+        assert attacked.returncode == 0, attacked.stderr
+        seen.append(set(os.listdir(cache)))
+    # The first attack compiled (and cached) its own programs; the second found all of them.
+    assert any(name.startswith("jit__attack_batch") for name in seen[0] - after_train)
+    assert seen[1] == seen[0]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -214,3 +214,50 @@ def test_download_without_network_fails_fast_naming_the_import(tmp_path, monkeyp
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     with pytest.raises(ReproError, match="fgsm-repro data import mnist PATH"):
         download_dataset("mnist", tmp_path)
+
+
+# ---- the decoded arrays stored beside the TFDS files ----
+
+def test_decoded_arrays_are_stored_checked_and_rebuilt(tmp_path, monkeypatch):
+    from fgsm_repro.data import store
+
+    _image_folder(tmp_path / "png", _tiny_cifar(3), "png")
+    info, _ = import_dataset("cifar10", tmp_path / "png", tmp_path / "tfds", expected_sizes=TINY)
+    path = dataset_dir("cifar10", tmp_path / "tfds")
+    arrays = store._arrays_path(path, info.sha256)
+    assert arrays.is_file()  # written by the import, from the read-back it verified
+    decoded = store._read_splits(path)
+
+    def load():
+        store._load_cached.cache_clear()
+        ds = load_dataset("cifar10", tmp_path / "tfds")
+        assert ds.info == info
+        for split in TINY:
+            np.testing.assert_array_equal(getattr(ds, f"{split}_images"), decoded[split][0])
+            np.testing.assert_array_equal(getattr(ds, f"{split}_labels"), decoded[split][1])
+        return ds
+
+    def tfds_unused(path):
+        raise AssertionError("decoded the TFDS files although the stored arrays are valid")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_read_splits", tfds_unused)
+        load()
+
+    # Damaged: a truncated file, then a well-formed file with one pixel changed. Both are
+    # noticed, the data comes from the TFDS files, and a good copy replaces the bad one.
+    good = arrays.read_bytes()
+    arrays.write_bytes(good[: len(good) // 2])
+    load()
+    assert arrays.read_bytes() == good
+    tampered = {k: v.copy() for k, v in np.load(arrays).items()}
+    tampered["test.images"][0, 0, 0, 0] ^= 1
+    np.savez(arrays, **tampered)
+    load()
+    assert arrays.read_bytes() == good
+
+    # A data dir that cannot be written to: loading still works, without the copy.
+    arrays.unlink()
+    monkeypatch.setattr(store.tempfile, "mkstemp", lambda **kw: (_ for _ in ()).throw(PermissionError("read-only")))
+    load()
+    assert not arrays.exists() and not list(path.glob(".arrays-*"))
