@@ -258,6 +258,15 @@ def test_decoded_arrays_are_stored_checked_and_rebuilt(tmp_path, monkeypatch):
 
     # A data dir that cannot be written to: loading still works, without the copy.
     arrays.unlink()
-    monkeypatch.setattr(store.tempfile, "mkstemp", lambda **kw: (_ for _ in ()).throw(PermissionError("read-only")))
-    load()
+    with monkeypatch.context() as m:
+        m.setattr(store.tempfile, "mkstemp", lambda **kw: (_ for _ in ()).throw(PermissionError("read-only")))
+        load()
     assert not arrays.exists() and not list(path.glob(".arrays-*"))
+
+    # A TFDS dataset fgsm-repro did not store (no provenance.json): checksummed as decoded, and
+    # no copy is kept, as there is no recorded checksum to hold one to.
+    (path / store.PROVENANCE_FILE).unlink()
+    store._load_cached.cache_clear()
+    unrecorded = load_dataset("cifar10", tmp_path / "tfds").info
+    assert unrecorded.sha256 == info.sha256 and unrecorded.source == "tfds (no provenance.json)"
+    assert not list(path.glob("*.npz"))

@@ -325,12 +325,13 @@ def _load_cached(stored_name: str, data_dir: str) -> Dataset:
             raise ReproError(f"{path}: cannot read the stored dataset ({type(e).__name__}: {e}); "
                              f"re-import it with `fgsm-repro data import --force`") from None
         checksum = content_sha256(splits)
-        if expected not in (None, checksum):
+        if expected is None:  # not stored by fgsm-repro: no checksum to hold a decoded copy to
+            provenance = {"source": "tfds (no provenance.json)", **provenance, "content_sha256": checksum}
+        elif expected != checksum:
             raise ReproError(f"{path}: content checksum {checksum[:12]}… does not match provenance.json "
                              f"({expected[:12]}…): the stored dataset is corrupted; re-import it")
-        _write_arrays(path, checksum, splits)
-    if not provenance:
-        provenance = {"content_sha256": content_sha256(splits), "source": "tfds (no provenance.json)"}
+        else:
+            _write_arrays(path, checksum, splits)
     info = _info_from_provenance(stored_name, provenance)
     return Dataset(*splits["train"], *splits["test"], info=info)
 
