@@ -282,17 +282,24 @@ def bench(
     from dataclasses import replace
 
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
     from fgsm_repro.bench import BenchSettings, run_bench
-
-    # The record's compile times are compilations, not loads from the persistent cache.
-    jax.config.update("jax_enable_compilation_cache", False)
     from fgsm_repro.report import write_report
     from fgsm_repro.results import RESULTS_DIR, write_json
 
     settings = BenchSettings.quick() if quick else BenchSettings(reps=reps, examples=examples)
     settings = replace(settings, threads=threads, data_parallel=data_parallel)
-    record = run_bench(only, settings, log=out.print)
+    # The record's compile times are compilations, not loads from the persistent cache. JAX
+    # decides once per process whether to use the cache: reset it, so that the switch counts.
+    cache_was_on = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        record = run_bench(only, settings, log=out.print)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache_was_on)
+        compilation_cache.reset_cache()
     results_dir = Path(results_dir or RESULTS_DIR)
     stem = "bench" + (".quick" if quick else "") + (f".dp{record['devices']}" if data_parallel else "")
     path = write_json(record, results_dir / f"{stem}.json")

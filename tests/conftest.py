@@ -24,3 +24,11 @@ def mnist_data_dir() -> Path:
             pytest.skip("MNIST is not prepared: run `make data`")
         import_dataset("mnist", SHARED_DATA / "mnist", data_dir)
     return data_dir
+
+
+@pytest.fixture
+def no_jax_cache_env(monkeypatch) -> None:
+    """Without JAX's own compilation-cache variables, which would override the CLI's settings."""
+    for name in list(os.environ):
+        if name.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "JAX_ENABLE_COMPILATION_CACHE")):
+            monkeypatch.delenv(name)

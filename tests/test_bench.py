@@ -199,7 +199,7 @@ def test_bench_cli_writes_the_comparison(tmp_path):
     assert bad.exit_code != 0
 
 
-def test_bench_compiles_rather_than_loading_the_compilation_cache(tmp_path):
+def test_bench_compiles_rather_than_loading_the_compilation_cache(tmp_path, no_jax_cache_env):
     import os
     import subprocess
     import sys

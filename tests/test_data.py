@@ -255,6 +255,15 @@ def test_decoded_arrays_are_stored_checked_and_rebuilt(tmp_path, monkeypatch):
     np.savez(arrays, **tampered)
     load()
     assert arrays.read_bytes() == good
+    # The same bytes in another shape, and a file that is not an .npz archive at all.
+    reshaped = {k: v.reshape(len(v), -1) for k, v in np.load(arrays).items()}
+    np.savez(arrays, **reshaped)
+    load()
+    assert arrays.read_bytes() == good
+    with arrays.open("wb") as f:
+        np.save(f, decoded["test"][0])
+    load()
+    assert arrays.read_bytes() == good
 
     # A data dir that cannot be written to: loading still works, without the copy.
     arrays.unlink()

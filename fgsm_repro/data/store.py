@@ -345,14 +345,16 @@ def _arrays_path(path: Path, checksum: str) -> Path:
 
 
 def _read_arrays(path: Path, checksum: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """The decoded arrays stored for `checksum`, or None if absent or not matching it."""
+    """The decoded arrays stored for `checksum`, or None if absent or not exactly them."""
     try:
         with np.load(_arrays_path(path, checksum), allow_pickle=False) as stored:
-            splits = {key.removesuffix(".images"): (stored[key], stored[key.removesuffix(".images") + ".labels"])
-                      for key in stored.files if key.endswith(".images")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            splits = {split: (stored[f"{split}.images"], stored[f"{split}.labels"]) for split in ("train", "test")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile):
         return None
-    return splits if splits and content_sha256(splits) == checksum else None
+    # The checksum covers the bytes; dtypes and shapes are checked here.
+    well_formed = all(images.dtype == np.uint8 and images.ndim == 4 and labels.dtype == np.int64
+                      and labels.shape == images.shape[:1] for images, labels in splits.values())
+    return splits if well_formed and content_sha256(splits) == checksum else None
 
 
 def _write_arrays(path: Path, checksum: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -367,8 +369,11 @@ def _write_arrays(path: Path, checksum: str, splits: dict[str, tuple[np.ndarray,
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # like the TFDS files beside it (mkstemp makes it private)
+        # The permissions of the TFDS files beside it (mkstemp makes the file private).
+        os.chmod(tmp, (path / "dataset_info.json").stat().st_mode & 0o777)
         os.replace(tmp, _arrays_path(path, checksum))
-    except OSError:
+    except BaseException as e:  # an interrupted write leaves no partial file behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if not isinstance(e, OSError):
+            raise
