@@ -235,7 +235,6 @@ def test_decoded_arrays_are_stored_checked_and_rebuilt(tmp_path, monkeypatch):
         for split in TINY:
             np.testing.assert_array_equal(getattr(ds, f"{split}_images"), decoded[split][0])
             np.testing.assert_array_equal(getattr(ds, f"{split}_labels"), decoded[split][1])
-        return ds
 
     def tfds_unused(path):
         raise AssertionError("decoded the TFDS files although the stored arrays are valid")

@@ -372,8 +372,8 @@ def _write_arrays(path: Path, checksum: str, splits: dict[str, tuple[np.ndarray,
         # The permissions of the TFDS files beside it (mkstemp makes the file private).
         os.chmod(tmp, (path / "dataset_info.json").stat().st_mode & 0o777)
         os.replace(tmp, _arrays_path(path, checksum))
-    except BaseException as e:  # an interrupted write leaves no partial file behind
+    except OSError:  # a full disk: go without the copy
+        pass
+    finally:  # nothing left behind by a failed or interrupted write (after os.replace, tmp is gone)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if not isinstance(e, OSError):
-            raise
