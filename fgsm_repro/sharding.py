@@ -41,6 +41,33 @@ def split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
+HOST_ALIGNMENT = 64  # bytes
+
+
+def host_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialized host array whose data starts on a 64-byte boundary. ``jax.device_put`` on
+    the CPU aliases such an array, or a slice of it that starts on such a boundary, rather than
+    copying it; numpy's own large arrays start 16 bytes past one. Measured: placing a batch of
+    2000 MNIST images took 1.38 ms copied and 0.12 ms aliased; FGSM on 10k images, 1.8% less time
+    (median of 80 paired runs)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + HOST_ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % HOST_ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def host_aligned(x: np.ndarray) -> np.ndarray:
+    """`x` itself when it is C-contiguous and starts on a 64-byte boundary, else a copy that does
+    (:func:`host_empty`)."""
+    x = np.asarray(x)
+    if x.flags.c_contiguous and x.ctypes.data % HOST_ALIGNMENT == 0:
+        return x
+    out = host_empty(x.shape, x.dtype)
+    out[...] = x
+    return out
+
+
 def put_batch(x, mesh: Mesh | None):
     """Outside jit: place a host array across the mesh (a jitted function then runs split), or on
     the default device without one. ``jax.device_put`` rather than ``jnp.asarray``: FGSM on 10k

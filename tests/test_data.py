@@ -89,6 +89,25 @@ def test_shared_mnist_matches_published_statistics(mnist_data_dir):
 
 
 @pytest.mark.mnist
+@pytest.mark.parametrize("classes", [None, (3, 7)])
+def test_splits_are_pixels_over_255_in_memory_that_device_put_aliases(mnist_data_dir, classes):
+    import jax
+
+    from fgsm_repro.config import DataConfig
+    from fgsm_repro.data.splits import make_splits
+    from fgsm_repro.evaluation import EVAL_BATCH
+
+    ds = load_dataset("mnist", mnist_data_dir)
+    splits = make_splits(DataConfig(classes=classes), mnist_data_dir)
+    keep = np.isin(ds.test_labels, classes) if classes else slice(None)
+    assert np.array_equal(splits.x_test, ds.test_images[keep].astype(np.float32) / 255.0)
+    assert splits.x_test.dtype == np.float32 and splits.y_test.dtype == np.int32
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        batch = getattr(splits, name)[EVAL_BATCH:2 * EVAL_BATCH]
+        assert jax.device_put(batch).unsafe_buffer_pointer() == batch.ctypes.data, f"{name} was copied"
+
+
+@pytest.mark.mnist
 def test_reimport_is_idempotent(mnist_data_dir):
     before = load_dataset("mnist", mnist_data_dir).info
     info, changed = import_dataset("mnist", SHARED_DATA / "mnist", mnist_data_dir)

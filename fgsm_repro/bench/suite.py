@@ -34,7 +34,7 @@ import numpy as np
 from fgsm_repro import cpu_tuning
 from fgsm_repro.config import AttackConfig, TrainConfig
 from fgsm_repro.errors import ReproError
-from fgsm_repro.sharding import data_parallel_evaluation, put_eval_batch
+from fgsm_repro.sharding import data_parallel_evaluation, host_aligned, host_empty, put_eval_batch
 from fgsm_repro.train import seeds_together_by_default
 
 PAPER_RECIPE = dict(
@@ -123,9 +123,11 @@ CONV_BATCH = 128  # the CIFAR-10 recipe's
 
 
 def _synthetic(n: int, seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Random images: the timing does not depend on the pixel values."""
+    """Random images, in memory laid out as :func:`fgsm_repro.data.splits.make_splits` lays out
+    real ones: the timing does not depend on the pixel values."""
     rng = np.random.default_rng(seed)
-    return rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
+    x = rng.random((n, *shape), dtype=np.float32, out=host_empty((n, *shape), np.float32))
+    return x, host_aligned(rng.integers(0, 10, n).astype(np.int32))
 
 
 def _recipe(w: Workload) -> dict:

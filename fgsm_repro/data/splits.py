@@ -10,11 +10,13 @@ import numpy as np
 from fgsm_repro.config import DataConfig
 from fgsm_repro.data.store import DatasetInfo, load_dataset
 from fgsm_repro.errors import ReproError
+from fgsm_repro.sharding import host_aligned, host_empty
 
 
 @dataclass(frozen=True)
 class Splits:
-    """float32 images in [0, 1] (N, H, W, C) and integer labels, per split.
+    """float32 images in [0, 1] (N, H, W, C) and integer labels, per split, in host memory that
+    ``jax.device_put`` aliases rather than copies (:func:`fgsm_repro.sharding.host_empty`).
 
     Binary tasks (``classes: [a, b]``) have labels -1 for `a` and +1 for `b`.
     """
@@ -44,10 +46,15 @@ def make_splits(cfg: DataConfig, data_dir: str | Path | None = None) -> Splits:
     if n_train <= 0:
         raise ReproError(f"data.validation_size {cfg.validation_size} leaves no training examples "
                          f"({len(ds.train_labels)} in the official training set)")
-    x_all = ds.train_images.astype(np.float32) / 255.0
-    x_test = ds.test_images.astype(np.float32) / 255.0
+    x_all = _unit_range(ds.train_images)
+    x_test = _unit_range(ds.test_images)
     x_train, y_train = _select(x_all[:n_train], ds.train_labels[:n_train], cfg.classes)
     x_val, y_val = _select(x_all[n_train:], ds.train_labels[n_train:], cfg.classes)
     x_test, y_test = _select(x_test, ds.test_labels, cfg.classes)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, ds.info,
-                  num_classes=2 if cfg.classes else 10)
+    arrays = (host_aligned(a) for a in (x_train, y_train, x_val, y_val, x_test, y_test))
+    return Splits(*arrays, ds.info, num_classes=2 if cfg.classes else 10)
+
+
+def _unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels / 255 as float32, written straight into aligned memory (no second copy)."""
+    return np.divide(images, np.float32(255.0), out=host_empty(images.shape, np.float32), dtype=np.float32)
