@@ -268,7 +268,9 @@ def report(
 @app.command()
 def bench(
     only: Annotated[list[str] | None, typer.Argument(help="Workload names; none = all.")] = None,
-    reps: Annotated[int, typer.Option(min=1, help="Timed repetitions per side.")] = 5,
+    reps: Annotated[int, typer.Option(min=1, help="Timed repetitions per side, at least.")] = 5,
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="More repetitions for a short workload, until "
+                                                             "its JAX side is timed this long.")] = 5.0,
     examples: Annotated[int, typer.Option(min=100, help="Training examples per timed epoch.")] = 10_000,
     quick: Annotated[bool, typer.Option(help="Tiny networks and data: checks the suite runs, times nothing real.")]
     = False,
@@ -288,7 +290,8 @@ def bench(
     from fgsm_repro.report import write_report
     from fgsm_repro.results import RESULTS_DIR, write_json
 
-    settings = BenchSettings.quick() if quick else BenchSettings(reps=reps, examples=examples)
+    settings = (BenchSettings.quick() if quick else
+                BenchSettings(reps=reps, min_timed_seconds=min_seconds, examples=examples))
     settings = replace(settings, threads=threads, data_parallel=data_parallel)
     # The record's compile times are compilations, not loads from the persistent cache. JAX
     # decides once per process whether to use the cache: reset it, so that the switch counts.

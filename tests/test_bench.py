@@ -147,6 +147,32 @@ def test_flop_counts_by_hand():
     assert WORKLOADS["convmaxout_cifar_epoch"].flops(s) == 7 * (3 * sum(conv) - conv[0])
 
 
+@pytest.mark.parametrize("name", ["fgsm_test", "pgd10_test"])
+def test_the_products_alone_side_does_the_products_the_flops_count(name):
+    from fgsm_repro.bench.suite import products_calls
+
+    s = BenchSettings(test_examples=2500, unit_scale=0.1)  # a full batch of 2000 and one of 500
+    products, calls = products_calls(WORKLOADS[name], s)
+    flops = 0
+    for args in calls:
+        for eqn in products.trace(*args).jaxpr.eqns:
+            assert eqn.primitive.name in ("dot_general", "transpose")  # nothing but products (XLA folds m.T in)
+            if eqn.primitive.name == "transpose":
+                continue
+            (contracted, _), _ = eqn.params["dimension_numbers"]
+            flops += 2 * np.prod(eqn.outvars[0].aval.shape) * eqn.invars[0].aval.shape[contracted[0]]
+    assert flops == WORKLOADS[name].flops(s)
+
+
+def test_short_workloads_get_more_repetitions():
+    from fgsm_repro.bench.suite import MAX_REPS, timed_reps
+
+    s = BenchSettings()  # at least 5 repetitions, and 5 s of JAX time
+    assert timed_reps(s, 3.6) == 5 and timed_reps(s, 0.4) == 13 and timed_reps(s, 1e-4) == MAX_REPS
+    assert timed_reps(BenchSettings(reps=7), 0.4) == 13 and timed_reps(BenchSettings(reps=30), 0.4) == 30
+    assert timed_reps(BenchSettings.quick(), 1e-4) == 1
+
+
 def test_interleaving_alternates_calls_and_sums_each_side():
     from fgsm_repro.bench.suite import time_interleaved
 
@@ -185,8 +211,15 @@ def test_bench_cli_writes_the_comparison(tmp_path):
         # the ensemble's members (3 in --quick) alternate between the sides on a CPU
         assert w["calls_interleaved"] == (3 if w["name"] == "ensemble12_epoch" else 1)
         # the bound at the peak measured beside this workload's repetitions (one per repetition)
-        assert len(w["matmul_peak_runs"]) == record["settings"]["reps"]
+        assert len(w["matmul_peak_runs"]) == w["reps"] == record["settings"]["reps"]
         assert w["bound_seconds"] == pytest.approx(w["flops"] / (w["matmul_peak_gflops"] * 1e9))
+        # an attack's dense products alone, timed in the same repetitions
+        assert ("products_runs" in w) == (w["name"] == "fgsm_test")
+        if "products_runs" in w:
+            assert len(w["products_runs"]) == w["reps"]
+            shares = [p / j for p, j in zip(w["products_runs"], w["jax_runs"], strict=True)]
+            assert w["products_share"] == pytest.approx(float(np.median(shares)))
+            assert w["products_roofline_fraction"] == pytest.approx(w["bound_seconds"] / w["products_seconds"])
     assert record["provenance"]["machine"]["versions"]["torch"].startswith("2.13.0")
     from fgsm_repro.report import bench_section
 
@@ -195,6 +228,8 @@ def test_bench_cli_writes_the_comparison(tmp_path):
     assert "{" not in section and "}" not in section  # every field formatted
     for w in record["workloads"]:
         assert f"| {w['speedup']:.2f}x | {w['speedup_of_medians']:.2f}x |" in section
+        products = f"{100 * w['products_roofline_fraction']:.0f}%" if "products_seconds" in w else "—"
+        assert f"{100 * w['torch_roofline_fraction']:.0f}% | {products} | {w['jax_compile_seconds']:.2f} |" in section
     bad = CliRunner().invoke(app, ["bench", "--quick", "nope", "--results-dir", str(tmp_path)])
     assert bad.exit_code != 0
 
@@ -224,7 +259,7 @@ def test_data_parallel_bench_times_one_device_in_the_same_run(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / f"bench.quick.dp{jax.device_count()}.json").read_text())
     for w in record["workloads"]:
-        assert len(w["one_device_runs"]) == record["settings"]["reps"]
+        assert len(w["one_device_runs"]) == w["reps"]
         ratios = [one / split for one, split in zip(w["one_device_runs"], w["jax_runs"], strict=True)]
         assert w["scaling"] == pytest.approx(float(np.median(ratios)))
         assert w["one_device_seconds"] == pytest.approx(float(np.median(w["one_device_runs"])))

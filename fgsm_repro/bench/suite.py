@@ -7,7 +7,9 @@ alternating, and which side goes first alternating between repetitions); the spe
 median over the repetitions of the ratio within each, so that a slow stretch of the machine
 slows both sides of a ratio rather than one side's median. A data-parallel run adds a third side,
 the same JAX workload on one device, to the same repetitions; its scaling is likewise the median
-of the ratios within them.
+of the ratios within them. An attack adds its dense products alone (:func:`products_calls`) as a
+side, to show how close to the bound JAX's matrix products come here by themselves. A short
+workload gets more repetitions (:func:`timed_reps`): one run is noisy on this machine.
 
 FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
 the backward pass to the activations and to the weights (the first layer's input gradient is
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import os
 import statistics
 import time
@@ -45,6 +48,7 @@ ADVERSARIAL = (0.5, 0.25)  # alpha, eps of §6
 ATTACK_EPS, PGD_STEPS = 0.25, 10
 TARGET_SPEEDUP, TARGET_ROOFLINE = 1.5, 0.9
 PEAK_REPS = 5  # matmuls per peak measurement beside each timed repetition
+MAX_REPS = 25  # however short the workload (each repetition also pauses SETTLE_S per side)
 # A pause before each timed run: the other side's worker threads spin for a while after its last
 # call (PyTorch's OpenMP pool slowed the next 240-unit JAX epoch by ~10%, measured).
 SETTLE_S = 0.5
@@ -55,7 +59,8 @@ class BenchSettings:
     examples: int = 10_000  # training examples per timed epoch (the report scales to 50k)
     test_examples: int = 10_000  # images attacked per timed attack
     conv_examples: int = 512  # CIFAR-sized training examples per timed conv epoch (4 batches of 128)
-    reps: int = 5  # timed repetitions per side, after one warm-up
+    reps: int = 5  # timed repetitions per side, after warm-up: at least this many ...
+    min_timed_seconds: float = 5.0  # ... and more for a short workload, until its JAX side is timed this long
     ensemble: int = 12
     unit_scale: float = 1.0  # < 1 shrinks the networks (smoke runs of the suite itself)
     threads: int | None = None  # torch intra-op threads; None: torch's default
@@ -63,7 +68,8 @@ class BenchSettings:
 
     @classmethod
     def quick(cls) -> BenchSettings:
-        return cls(examples=400, test_examples=400, conv_examples=256, reps=1, ensemble=3, unit_scale=0.05)
+        return cls(examples=400, test_examples=400, conv_examples=256, reps=1, min_timed_seconds=0.0, ensemble=3,
+                   unit_scale=0.05)
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,15 @@ class Workload:
     def examples(self, s: BenchSettings) -> int:
         return {"fgsm": s.test_examples, "pgd": s.test_examples, "conv": s.conv_examples}.get(self.kind, s.examples)
 
+    def dense_shapes(self, s: BenchSettings) -> list[tuple[int, int]]:
+        """(in, out) of each layer's dense product per example (a conv's: at every position)."""
+        if self.kind == "conv":
+            return [(pos * k, n) for pos, k, n in self.model(s).layer_shapes(*self.image_shape)]
+        units, pieces, d_in, classes = self.width(s), 5, 784, 10
+        return [(d_in, units * pieces), (units, units * pieces), (units, classes)]
+
     def flops(self, s: BenchSettings) -> float:
-        if self.kind == "conv":  # (positions, in, out) per layer: a conv is a dense product at every position
-            shapes = [(pos * k, n) for pos, k, n in self.model(s).layer_shapes(*self.image_shape)]
-        else:
-            units, pieces, d_in, classes = self.width(s), 5, 784, 10
-            shapes = [(d_in, units * pieces), (units, units * pieces), (units, classes)]
+        shapes = self.dense_shapes(s)
         forward = sum(2 * k * n for k, n in shapes)  # per example
         first_input_grad = 2 * shapes[0][0] * shapes[0][1]
         train = 3 * forward - first_input_grad
@@ -199,6 +208,33 @@ def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray, data_parallel: bool) -
     return run
 
 
+def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]]:
+    """An attack's dense products alone, as a jitted program and the arguments of each call: for
+    every batch and attack step, each layer's forward product and its backward product to the
+    layer's input — the shapes that :meth:`Workload.flops` counts — on random operands, compiled
+    with the attack programs' options. Timed, it is how fast the attack would be if everything
+    else (maxout, softmax, sign, clipping, transfers) were free."""
+    from fgsm_repro.evaluation import EVAL_BATCH
+
+    @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(w.model(s), attack=True))
+    def products(inputs, output_grads, weights):
+        return ([a @ m for a, m in zip(inputs, weights, strict=True)],
+                [g @ m.T for g, m in zip(output_grads, weights, strict=True)])
+
+    shapes, key, n = w.dense_shapes(s), jax.random.PRNGKey(0), w.examples(s)
+    weights = [jax.random.normal(key, shape) for shape in shapes]
+    sizes = [min(EVAL_BATCH, n - start) for start in range(0, n, EVAL_BATCH)]
+    operands = {b: ([jax.random.normal(key, (b, k)) for k, _ in shapes],
+                    [jax.random.normal(key, (b, m)) for _, m in shapes]) for b in set(sizes)}
+    steps = PGD_STEPS if w.kind == "pgd" else 1
+    return products, [(*operands[b], weights) for b in sizes for _ in range(steps)]
+
+
+def _products_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
+    products, calls = products_calls(w, s)
+    return [lambda: jax.block_until_ready([products(*args) for args in calls])]
+
+
 # --- the PyTorch side ---------------------------------------------------------------------------
 
 def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
@@ -265,6 +301,12 @@ def time_interleaved(*sides: list[Callable[[], Any]], first: int = 0, settle: fl
     return times
 
 
+def timed_reps(s: BenchSettings, run_seconds: float) -> int:
+    """Repetitions of a workload whose JAX side runs in `run_seconds`: at least ``s.reps``, and
+    enough to time it for ``s.min_timed_seconds``, up to MAX_REPS."""
+    return max(s.reps, min(MAX_REPS, math.ceil(s.min_timed_seconds / run_seconds)))
+
+
 _matmul = jax.jit(jnp.matmul)
 
 
@@ -289,6 +331,14 @@ def _scaling_fields(one_device_times: list[float], split_times: list[float]) -> 
     paired = [one / split for one, split in zip(one_device_times, split_times, strict=True)]
     return {"one_device_seconds": statistics.median(one_device_times), "one_device_runs": one_device_times,
             "scaling": statistics.median(paired), "scaling_runs": paired}
+
+
+def _products_fields(products_times: list[float], jax_times: list[float], bound_s: float) -> dict:
+    """The attack's dense products alone (:func:`_products_side`) against the whole attack."""
+    products_s = statistics.median(products_times)
+    return {"products_seconds": products_s, "products_runs": products_times,
+            "products_share": statistics.median(p / j for p, j in zip(products_times, jax_times, strict=True)),
+            "products_roofline_fraction": bound_s / products_s}
 
 
 def _machine() -> dict:
@@ -326,18 +376,23 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
     for w in (WORKLOADS[n] for n in names) if names else WORKLOADS.values():
         log(f"{w.name}: setting up")
         jax_calls, torch_calls = _jax_side(w, s=settings), _torch_side(w, s=settings)
-        sides = [jax_calls, torch_calls]
+        sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
-            sides.append(_jax_side(w, s=replace(settings, data_parallel=False)))
-            _run_all(sides[2])
+            sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
+        if w.kind in ("fgsm", "pgd"):  # what the attack's dense products alone take, in the same run
+            sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
-        _run_all(torch_calls)
-        runs, peaks = [[] for _ in sides], []
-        for rep in range(settings.reps):  # interleaved: all sides (and the peak) see the same machine state
+        for name in list(sides)[1:]:  # warm-up
+            _run_all(sides[name])
+        # A second JAX run: warm-up too, and how many repetitions reach min_timed_seconds (the
+        # machine's noise is of the order of 5% per run; short workloads get more runs).
+        reps = timed_reps(settings, _time(functools.partial(_run_all, jax_calls)))
+        runs, peaks = {name: [] for name in sides}, []
+        for rep in range(reps):  # interleaved: all sides (and the peak) see the same machine state
             peaks.append(max(matmul_peak_gflops(reps=PEAK_REPS).values()))
-            for side_runs, seconds in zip(runs, time_interleaved(*sides, first=rep % len(sides)), strict=True):
-                side_runs.append(seconds)
-        jax_times, torch_times = runs[:2]
+            for name, seconds in zip(sides, time_interleaved(*sides.values(), first=rep % len(sides)), strict=True):
+                runs[name].append(seconds)
+        jax_times, torch_times = runs["jax"], runs["torch"]
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
         # Ratios within repetitions: see the module docstring (this machine's slow stretches).
         paired = [t / j for j, t in zip(jax_times, torch_times, strict=True)]
@@ -348,7 +403,7 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         bound_s = flops / (workload_peak * 1e9)
         speedup, roofline = statistics.median(paired), bound_s / jax_s
         rows.append({
-            "name": w.name, "description": w.description, "units": w.width(settings), "flops": flops,
+            "name": w.name, "description": w.description, "units": w.width(settings), "flops": flops, "reps": reps,
             "jax_seconds": jax_s, "torch_seconds": torch_s, "jax_runs": jax_times, "torch_runs": torch_times,
             "jax_first_call_seconds": first_jax, "jax_compile_seconds": max(first_jax - jax_s, 0.0),
             "speedup": speedup, "speedup_runs": paired, "speedup_of_medians": torch_s / jax_s,
@@ -359,9 +414,13 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
             "torch_roofline_fraction": bound_s / torch_s,
             "meets_target": bool(speedup >= TARGET_SPEEDUP or roofline >= TARGET_ROOFLINE),
         } | ({"jax_ensemble": "vmapped" if seeds_together_by_default() else "one member after another"}
-             if w.kind == "ensemble" else {}) | (_scaling_fields(runs[2], jax_times) if settings.data_parallel else {}))
+             if w.kind == "ensemble" else {})
+          | (_scaling_fields(runs["one_device"], jax_times) if "one_device" in runs else {})
+          | (_products_fields(runs["products"], jax_times, bound_s) if "products" in runs else {}))
         log(f"{w.name}: jax {jax_s:.3f} s, torch {torch_s:.3f} s, speedup {speedup:.2f}x, "
-            f"{100 * roofline:.0f}% of the matmul bound")
+            f"{100 * roofline:.0f}% of the matmul bound"
+            + (f" (its dense products alone: {100 * rows[-1]['products_roofline_fraction']:.0f}%)"
+               if "products" in runs else ""))
     return {
         "kind": "benchmark",
         "target": f"each workload >= {TARGET_SPEEDUP}x faster than PyTorch eager, or >= "
