@@ -147,21 +147,30 @@ def test_flop_counts_by_hand():
     assert WORKLOADS["convmaxout_cifar_epoch"].flops(s) == 7 * (3 * sum(conv) - conv[0])
 
 
+def _product_flops(jaxpr) -> int:
+    """2·m·k·n of every dot_general in `jaxpr`, a loop's body counted once per iteration."""
+    flops = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            flops += eqn.params["length"] * _product_flops(eqn.params["jaxpr"])
+        elif eqn.primitive.name == "dot_general":
+            (contracted, _), _ = eqn.params["dimension_numbers"]
+            flops += 2 * np.prod(eqn.outvars[0].aval.shape) * eqn.invars[0].aval.shape[contracted[0]]
+        else:  # nothing but products: XLA folds the transposed weights into its dots; the loop counts
+            assert eqn.primitive.name == "transpose" or all(v.aval.shape == () for v in eqn.outvars), eqn
+    return flops
+
+
 @pytest.mark.parametrize("name", ["fgsm_test", "pgd10_test"])
 def test_the_products_alone_side_does_the_products_the_flops_count(name):
     from fgsm_repro.bench.suite import products_calls
 
     s = BenchSettings(test_examples=2500, unit_scale=0.1)  # a full batch of 2000 and one of 500
     products, calls = products_calls(WORKLOADS[name], s)
-    flops = 0
-    for args in calls:
-        for eqn in products.trace(*args).jaxpr.eqns:
-            assert eqn.primitive.name in ("dot_general", "transpose")  # nothing but products (XLA folds m.T in)
-            if eqn.primitive.name == "transpose":
-                continue
-            (contracted, _), _ = eqn.params["dimension_numbers"]
-            flops += 2 * np.prod(eqn.outvars[0].aval.shape) * eqn.invars[0].aval.shape[contracted[0]]
-    assert flops == WORKLOADS[name].flops(s)
+    assert len(calls) == 2
+    assert sum(_product_flops(products.trace(*args).jaxpr) for args in calls) == WORKLOADS[name].flops(s)
+    out = products(*calls[0])
+    assert all(bool(jnp.isfinite(o).all()) for o in jax.tree.leaves(out))  # the steps keep the values finite
 
 
 def test_short_workloads_get_more_repetitions():

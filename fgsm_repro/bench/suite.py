@@ -209,25 +209,31 @@ def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray, data_parallel: bool) -
 
 
 def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]]:
-    """An attack's dense products alone, as a jitted program and the arguments of each call: for
-    every batch and attack step, each layer's forward product and its backward product to the
-    layer's input — the shapes that :meth:`Workload.flops` counts — on random operands, compiled
-    with the attack programs' options. Timed, it is how fast the attack would be if everything
-    else (maxout, softmax, sign, clipping, transfers) were free."""
+    """An attack's dense products alone, as a jitted program and the arguments of each call (one
+    per batch, like the attack's): at every attack step, each layer's forward product and its
+    backward product to the layer's input — the shapes that :meth:`Workload.flops` counts — on
+    random operands, compiled with the attack programs' options. Timed, it is how fast the
+    attack would be if everything else (maxout, softmax, sign, clipping, transfers) were free."""
     from fgsm_repro.evaluation import EVAL_BATCH
+
+    steps = PGD_STEPS if w.kind == "pgd" else 1
 
     @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(w.model(s), attack=True))
     def products(inputs, output_grads, weights):
-        return ([a @ m for a, m in zip(inputs, weights, strict=True)],
-                [g @ m.T for g, m in zip(output_grads, weights, strict=True)])
+        def step(_, operands):  # each step's products take the last step's: nothing to hoist out of the loop
+            inputs, output_grads = operands
+            return ([g @ m.T for g, m in zip(output_grads, weights, strict=True)],
+                    [a @ m for a, m in zip(inputs, weights, strict=True)])
+
+        return jax.lax.fori_loop(0, steps, step, (inputs, output_grads))
 
     shapes, key, n = w.dense_shapes(s), jax.random.PRNGKey(0), w.examples(s)
-    weights = [jax.random.normal(key, shape) for shape in shapes]
+    # Scaled so that a forward and a backward product keep the operands' magnitude over the steps.
+    weights = [jax.random.normal(key, (k, m)) * (k * m) ** -0.25 for k, m in shapes]
     sizes = [min(EVAL_BATCH, n - start) for start in range(0, n, EVAL_BATCH)]
     operands = {b: ([jax.random.normal(key, (b, k)) for k, _ in shapes],
                     [jax.random.normal(key, (b, m)) for _, m in shapes]) for b in set(sizes)}
-    steps = PGD_STEPS if w.kind == "pgd" else 1
-    return products, [(*operands[b], weights) for b in sizes for _ in range(steps)]
+    return products, [(*operands[b], weights) for b in sizes]
 
 
 def _products_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
