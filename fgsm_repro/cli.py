@@ -16,6 +16,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fgsm_repro.errors import ReproError  # noqa: E402
+from fgsm_repro.processes import distributed  # noqa: E402
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Reproduce 'Explaining and Harnessing Adversarial Examples' (Goodfellow et al., 2015).")
@@ -65,12 +66,14 @@ def train(
     from fgsm_repro.evaluation import evaluate
     from fgsm_repro.experiments.common import fit_logged
     from fgsm_repro.models import build_model
+    from fgsm_repro.processes import sync, writes_files
 
     cfg = load_config(config, profile)
     seed = cfg.seeds[0] if seed is None else seed
     run_dir = Path(run_dir or Path("runs") / f"{Path(config).stem}.{profile}.seed{seed}").resolve()
-    if fresh and run_dir.exists():
+    if fresh and run_dir.exists() and writes_files():
         shutil.rmtree(run_dir)
+    sync("fresh run dir")
     ctx = _context(data_dir, quiet=quiet)
     start = time.perf_counter()
     splits = make_splits(cfg.data, data_dir)
@@ -82,17 +85,21 @@ def train(
     clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
     # Write the final parameters beside, then swap them in: never a half-written `final/`.
     final, staged = run_dir / "final", run_dir / "final.partial"
-    shutil.rmtree(staged, ignore_errors=True)
-    with ocp.StandardCheckpointer() as ckptr:
+    if writes_files():
+        shutil.rmtree(staged, ignore_errors=True)
+    sync("final.partial cleared")
+    with ocp.StandardCheckpointer() as ckptr:  # every process takes part; orbax writes once
         ckptr.save(staged, result.params)
-    shutil.rmtree(final, ignore_errors=True)
-    staged.rename(final)
+    if not writes_files():
+        return
     info = {"config": str(Path(config).resolve()), "profile": profile, "seed": seed, "config_hash": cfg.hash(),
             "training_hash": cfg.training_hash(),
             "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "val_error": result.best_val_error, "test_error": clean["error"],
             "wall_time_s": round(time.perf_counter() - start, 2)}
     (run_dir / "run.json.partial").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    staged.rename(final)
     (run_dir / "run.json.partial").replace(run_dir / "run.json")
     out.print(f"trained {cfg.model.name} on {splits.info.label}: {result.epochs_run} epochs "
               f"(best {result.best_epoch}), validation error {_pct(result.best_val_error)}, "
@@ -134,7 +141,9 @@ def attack(
     from fgsm_repro.evaluation import evaluate
     from fgsm_repro.experiments.common import fgsm_metrics
     from fgsm_repro.models import build_model
+    from fgsm_repro.processes import writes_files
     from fgsm_repro.results import device_info, git_state
+    from fgsm_repro.sharding import data_parallel_evaluation
     from fgsm_repro.train import init_state, make_optimizer
 
     info_path = Path(run_dir) / "run.json"
@@ -171,8 +180,11 @@ def attack(
     except Exception as e:  # orbax raises many types for missing or damaged checkpoints
         raise ReproError(f"{run_dir}/final: cannot restore the trained parameters ({type(e).__name__}); "
                          "train again") from None
-    clean = evaluate(model, objective, params, splits.x_test, splits.y_test)
-    adv, x_adv = fgsm_metrics(model, objective, params, splits.x_test, splits.y_test, attack_cfg)
+    with data_parallel_evaluation(cfg.train.data_parallel):
+        clean = evaluate(model, objective, params, splits.x_test, splits.y_test)
+        adv, x_adv = fgsm_metrics(model, objective, params, splits.x_test, splits.y_test, attack_cfg)
+    if not writes_files():
+        return
 
     table = Table(title=f"FGSM eps={attack_cfg.eps:g} on {len(splits.y_test)} test images ({splits.info.label})")
     for col in ("", "error", "mean confidence", "confidence on mistakes"):
@@ -378,7 +390,7 @@ def _compilation_cache() -> None:
 def main() -> None:
     try:
         _compilation_cache()
-        if os.environ.get("FGSM_REPRO_DISTRIBUTED") == "1":  # several hosts: see fgsm_repro.sharding
+        if distributed():  # several hosts: see fgsm_repro.sharding
             from fgsm_repro.sharding import initialize_distributed
 
             initialize_distributed()

@@ -13,7 +13,7 @@ from fgsm_repro.config import AttackConfig
 from fgsm_repro.errors import ReproError
 from fgsm_repro.metrics import summarize
 from fgsm_repro.objectives import Objective
-from fgsm_repro.sharding import put_eval_batch
+from fgsm_repro.sharding import put_eval_batch, put_eval_params, to_host
 
 EVAL_BATCH = 2000
 
@@ -37,8 +37,9 @@ def _logits(model: nn.Module, objective: Objective, params, x):
 def predict(model: nn.Module, objective: Objective, params, x: np.ndarray,
             batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted labels, confidence of the prediction, logits) for all of `x`."""
+    params = put_eval_params(params)
     outs = [_logits(model, objective, params, put_eval_batch(x[s])) for s in _batches(len(x), batch_size)]
-    return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(3))
+    return tuple(np.concatenate([to_host(o[i]) for o in outs]) for i in range(3))
 
 
 @functools.partial(cpu_tuning.jit_per_model, attack=True,
@@ -55,11 +56,12 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
                          attack: AttackConfig, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """The attack of `attack` applied to all of `x`, generated on `model` itself."""
     check_finite(x)
+    params = put_eval_params(params)
     # Every batch dispatched before the first is read back: the host prepares the next while XLA runs.
     out = [_attack_batch(model, objective, params, put_eval_batch(x[s]), put_eval_batch(y[s]), attack.eps,
                          attack=attack.name, clip=attack.clip, labels=attack.labels)
            for s in _batches(len(x), batch_size)]
-    return np.concatenate([np.asarray(o) for o in out])
+    return np.concatenate([to_host(o) for o in out])
 
 
 def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray) -> dict:

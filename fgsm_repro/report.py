@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
 from fgsm_repro.results import RESULTS_DIR, read_results
 
@@ -242,6 +243,8 @@ def build_report(results_dir: Path = RESULTS_DIR) -> str:
 
 def write_report(results_dir: Path = RESULTS_DIR) -> Path:
     path = Path(results_dir) / "REPORT.md"
+    if not writes_files():  # one of several processes: the first writes it
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build_report(results_dir))
     return path

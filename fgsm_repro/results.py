@@ -91,7 +91,12 @@ def result_path(name: str, profile: str, results_dir: Path = RESULTS_DIR) -> Pat
 
 
 def write_json(record: dict[str, Any], path: Path) -> Path:
-    """Write `record` to `path` through a temporary file: never a half-written results file."""
+    """Write `record` to `path` through a temporary file: never a half-written results file.
+    Of several processes, only the first writes (:func:`fgsm_repro.sharding.writes_files`)."""
+    from fgsm_repro.processes import writes_files
+
+    if not writes_files():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")

@@ -4,9 +4,9 @@ gradient all-reduce. Random bits (dropout, noise) do not depend on the split
 (``jax_threefry_partitionable``), so a data-parallel run is the single-device run up to float
 rounding of the reductions.
 
-Several hosts: set ``FGSM_REPRO_DISTRIBUTED=1`` and the usual cluster environment (SLURM, or
-JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) and the CLI calls
-``jax.distributed.initialize()`` first; the mesh then spans every host's devices.
+Several hosts (or processes): set ``FGSM_REPRO_DISTRIBUTED=1`` and the CLI calls
+:func:`initialize_distributed` first; the mesh then spans every process's devices, and
+evaluation outputs split across processes are gathered on each (:func:`to_host`).
 On one CPU host, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N devices.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fgsm_repro.errors import ReproError
+from fgsm_repro.processes import distributed
 
 AXIS = "data"
 
@@ -77,9 +78,36 @@ def put_batch(x, mesh: Mesh | None):
 
 
 def initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` when FGSM_REPRO_DISTRIBUTED=1 (several hosts)."""
-    if os.environ.get("FGSM_REPRO_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+    """``jax.distributed.initialize()`` when FGSM_REPRO_DISTRIBUTED=1. The cluster is detected
+    (Slurm, Open MPI, Cloud TPU) or given by JAX_COORDINATOR_ADDRESS (host:port of process 0),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID. CPU devices of different processes reduce through
+    gloo (unless JAX_CPU_COLLECTIVES_IMPLEMENTATION says otherwise)."""
+    if not distributed():
+        return
+    given = {}
+    for variable, argument in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if variable in os.environ:
+            try:
+                given[argument] = int(os.environ[variable])
+            except ValueError:
+                raise ReproError(f"{variable}={os.environ[variable]!r} is not a whole number") from None
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**given)
+    except (RuntimeError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReproError(f"FGSM_REPRO_DISTRIBUTED=1 but jax.distributed.initialize failed: {first_line}") from None
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """`x` as one host array. Split across the devices of several processes, it is gathered from
+    all of them, and every process gets the whole."""
+    if x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 _EVAL_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("eval_mesh", default=None)
@@ -93,6 +121,23 @@ def data_parallel_evaluation(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _EVAL_MESH.reset(token)
+
+
+def put_eval_params(params):
+    """The parameters replicated over the mesh of :func:`data_parallel_evaluation`, which the
+    evaluation batches are split across (through the host: another process's devices cannot be
+    written directly); as they are without one."""
+    mesh = _EVAL_MESH.get()
+    if mesh is None:
+        return params
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def put(p):
+        if isinstance(p, jax.Array) and p.sharding.is_equivalent_to(replicated, p.ndim):
+            return p
+        return jax.device_put(np.asarray(p), replicated)
+
+    return jax.tree.map(put, params)
 
 
 def put_eval_batch(x):

@@ -131,3 +131,46 @@ def test_negative_eps_on_the_command_line(tmp_path, mnist_data_dir):
                 "--quiet").returncode == 0
     res = _cli("attack", str(tmp_path / "run"), "--eps", "-0.5", "--data-dir", str(mnist_data_dir))
     assert res.returncode == 2 and "eps" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_dir):
+    """Two processes of one data-parallel run (as on two hosts, jax.distributed over loopback):
+    both compute, the first writes; the run is the one-process run up to float rounding."""
+    import socket
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("  checkpoint_every: 1\n", "  checkpoint_every: 1\n  data_parallel: true\n"))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+
+    def both(*args: str, says: str) -> None:
+        procs = [subprocess.Popen([sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
+                                       "FGSM_REPRO_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                                       "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
+                 for i in range(2)]
+        try:
+            done = [p.communicate(timeout=300) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        for p, (_, stderr) in zip(procs, done, strict=True):
+            assert p.returncode == 0, stderr[-3000:]
+        assert says in done[0][0] and says not in done[1][0]  # the first process reports and writes
+
+    run_dir, out = tmp_path / "run", tmp_path / "attack.json"
+    both("train", str(config), "--run-dir", str(run_dir), "--quiet", says="trained")
+    both("attack", str(run_dir), "--out", str(out), "--save-examples", "4", says="metrics ->")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "final", "run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attack.examples.npz", "attack.json", "run", "tiny.yaml"]
+    two = json.loads((run_dir / "run.json").read_text())
+    assert json.loads(out.read_text())["adversarial"]["error"] > 90.0
+
+    one_dir = tmp_path / "one"
+    res = _cli("train", str(config), "--run-dir", str(one_dir), "--data-dir", str(mnist_data_dir), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = json.loads((one_dir / "run.json").read_text())
+    assert abs(one["test_error"] - two["test_error"]) <= 0.05 and one["val_error"] == pytest.approx(two["val_error"],
+                                                                                                       abs=0.05)

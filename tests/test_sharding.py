@@ -1,12 +1,17 @@
-"""Data parallelism over several (forced host) devices gives the single-device results."""
+"""Data parallelism over several (forced host) devices, in one process or two, gives the
+single-device results."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent('''
+    from fgsm_repro.sharding import data_mesh, initialize_distributed
+    initialize_distributed()  # with FGSM_REPRO_DISTRIBUTED=1: before any computation
     import json, jax, jax.numpy as jnp, numpy as np
     from fgsm_repro.config import AttackConfig
     from fgsm_repro.evaluation import adversarial_examples, predict
@@ -19,7 +24,7 @@ SCRIPT = textwrap.dedent('''
     rng = np.random.default_rng(0)
     x = rng.random((400, 6), dtype=np.float32); y = rng.integers(0, 4, 400).astype(np.int32)
     model = MaxoutMLP(units=5, pieces=2, layers=2, num_classes=4)
-    out = {}
+    out = {"mesh_processes": sorted({d.process_index for d in data_mesh().devices.flat})}
     runs = {}
     for parallel in (False, True):
         cfg = _recipe(epochs=3, stage2=None, early_stopping_patience=None, data_parallel=parallel,
@@ -43,12 +48,48 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_data_parallel_training_and_attacks_match_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def _check(out: dict, processes: list[int]) -> None:
+    assert out["mesh_processes"] == processes  # the mesh spans the devices of every process
     assert out["all_reduce"]  # the gradients really are reduced across the devices
     assert out["max_param_diff"] < 1e-4
     assert out["attack_equal"] > 0.999 and out["logit_diff"] < 1e-5
+
+
+def _env(**extra: str) -> dict:
+    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", **extra}
+
+
+def test_data_parallel_training_and_attacks_match_one_device():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=_env(), timeout=600,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check(json.loads(proc.stdout.strip().splitlines()[-1]), processes=[0])
+
+
+def test_two_processes_train_and_attack_as_one_device():
+    """Two processes of two devices each, as on two hosts (jax.distributed over loopback)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO, env=_env(
+                                  XLA_FLAGS="--xla_force_host_platform_device_count=2", FGSM_REPRO_DISTRIBUTED="1",
+                                  JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                                  JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    try:
+        done = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (stdout, stderr) in zip(procs, done, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+        _check(json.loads(stdout.strip().splitlines()[-1]), processes=[0, 1])
+
+
+def test_a_bad_process_count_is_a_one_line_error():
+    proc = subprocess.run([sys.executable, "-m", "fgsm_repro.cli", "report", "--list"], capture_output=True,
+                          text=True, cwd=REPO, timeout=300,
+                          env=_env(FGSM_REPRO_DISTRIBUTED="1", JAX_NUM_PROCESSES="two"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: JAX_NUM_PROCESSES='two' is not a whole number"

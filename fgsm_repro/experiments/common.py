@@ -21,6 +21,7 @@ from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import adversarial_examples, evaluate
 from fgsm_repro.models import build_model
 from fgsm_repro.objectives import Objective
+from fgsm_repro.processes import writes_files
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
 from fgsm_repro.train import FitResult, fit_seeds
 
@@ -222,7 +223,8 @@ def save_figure(fig, claim: str, profile: str, ctx: Context, dpi: int = 100) -> 
     """Save `fig` as results/figures/<claim>.<profile>.png; returns the path relative to results/."""
     rel = Path("figures") / f"{claim}.{profile}.png"
     out = Path(ctx.results_dir) / rel
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    if writes_files():  # of several processes, the first
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
     return rel.as_posix()
