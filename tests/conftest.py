@@ -32,3 +32,27 @@ def no_jax_cache_env(monkeypatch) -> None:
     for name in list(os.environ):
         if name.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "JAX_ENABLE_COMPILATION_CACHE")):
             monkeypatch.delenv(name)
+
+
+def run_two_processes(argv: list[str], timeout: float = 600, **env: str) -> list[str]:
+    """`argv` started twice, as the two processes of one distributed run (jax.distributed over
+    loopback, as if on two hosts); their standard outputs, once both have exited 0."""
+    import socket
+    import subprocess
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              env={**os.environ, "JAX_PLATFORMS": "cpu", **env, "FGSM_REPRO_DISTRIBUTED": "1",
+                                   "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                                   "JAX_PROCESS_ID": str(i)})
+             for i in range(2)]
+    try:
+        done = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, stderr) in zip(procs, done, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    return [stdout for stdout, _ in done]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_two_processes
 from typer.testing import CliRunner
 
 from fgsm_repro.cli import app
@@ -136,29 +136,13 @@ def test_negative_eps_on_the_command_line(tmp_path, mnist_data_dir):
 def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_dir):
     """Two processes of one data-parallel run (as on two hosts, jax.distributed over loopback):
     both compute, the first writes; the run is the one-process run up to float rounding."""
-    import socket
-
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.replace("  checkpoint_every: 1\n", "  checkpoint_every: 1\n  data_parallel: true\n"))
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
 
     def both(*args: str, says: str) -> None:
-        procs = [subprocess.Popen([sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
-                                       "FGSM_REPRO_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                                       "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
-                 for i in range(2)]
-        try:
-            done = [p.communicate(timeout=300) for p in procs]
-        finally:
-            for p in procs:
-                p.kill()
-        for p, (_, stderr) in zip(procs, done, strict=True):
-            assert p.returncode == 0, stderr[-3000:]
-        assert says in done[0][0] and says not in done[1][0]  # the first process reports and writes
+        outputs = run_two_processes([sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)],
+                                    timeout=300, TF_CPP_MIN_LOG_LEVEL="3")
+        assert says in outputs[0] and says not in outputs[1]  # the first process reports and writes
 
     run_dir, out = tmp_path / "run", tmp_path / "attack.json"
     both("train", str(config), "--run-dir", str(run_dir), "--quiet", says="trained")

@@ -3,12 +3,12 @@ single-device results."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, run_two_processes
+
 SCRIPT = textwrap.dedent('''
     from fgsm_repro.sharding import data_mesh, initialize_distributed
     initialize_distributed()  # with FGSM_REPRO_DISTRIBUTED=1: before any computation
@@ -55,7 +55,7 @@ def _check(out: dict, processes: list[int]) -> None:
     assert out["attack_equal"] > 0.999 and out["logit_diff"] < 1e-5
 
 
-def _env(**extra: str) -> dict:
+def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", **extra}
 
 
@@ -67,23 +67,9 @@ def test_data_parallel_training_and_attacks_match_one_device():
 
 
 def test_two_processes_train_and_attack_as_one_device():
-    """Two processes of two devices each, as on two hosts (jax.distributed over loopback)."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=REPO, env=_env(
-                                  XLA_FLAGS="--xla_force_host_platform_device_count=2", FGSM_REPRO_DISTRIBUTED="1",
-                                  JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                                  JAX_PROCESS_ID=str(i)))
-             for i in range(2)]
-    try:
-        done = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (stdout, stderr) in zip(procs, done, strict=True):
-        assert p.returncode == 0, stderr[-3000:]
+    """Two processes of two devices each, as on two hosts."""
+    for stdout in run_two_processes([sys.executable, "-c", SCRIPT],
+                                    **_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")):
         _check(json.loads(stdout.strip().splitlines()[-1]), processes=[0, 1])
 
 
