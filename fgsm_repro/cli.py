@@ -66,9 +66,10 @@ def train(
     from fgsm_repro.evaluation import evaluate
     from fgsm_repro.experiments.common import fit_logged
     from fgsm_repro.models import build_model
-    from fgsm_repro.processes import sync, writes_files
+    from fgsm_repro.processes import require_data_parallel, sync, writes_files
 
     cfg = load_config(config, profile)
+    require_data_parallel(cfg.train.data_parallel, config)
     seed = cfg.seeds[0] if seed is None else seed
     run_dir = Path(run_dir or Path("runs") / f"{Path(config).stem}.{profile}.seed{seed}").resolve()
     if fresh and run_dir.exists() and writes_files():

@@ -4,6 +4,9 @@ which one writes the run's files, and a barrier. Cheap to import: jax only when 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from fgsm_repro.errors import ReproError
 
 
 def distributed() -> bool:
@@ -27,3 +30,15 @@ def sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def require_data_parallel(data_parallel: bool, config: str | Path) -> None:
+    """Several processes share a training run only by splitting its batches: otherwise each would
+    train the whole model alone, and orbax cannot save such per-process parameters jointly."""
+    if not distributed() or data_parallel:
+        return
+    import jax
+
+    if jax.process_count() > 1:
+        raise ReproError(f"{config}: {jax.process_count()} processes (FGSM_REPRO_DISTRIBUTED=1) share a run only "
+                         "with `train: {data_parallel: true}`")

@@ -34,9 +34,9 @@ def no_jax_cache_env(monkeypatch) -> None:
             monkeypatch.delenv(name)
 
 
-def run_two_processes(argv: list[str], timeout: float = 600, **env: str) -> list[str]:
+def run_two_processes(argv: list[str], timeout: float = 600, returncode: int = 0, **env: str) -> list[tuple[str, str]]:
     """`argv` started twice, as the two processes of one distributed run (jax.distributed over
-    loopback, as if on two hosts); their standard outputs, once both have exited 0."""
+    loopback, as if on two hosts); their (stdout, stderr), once both have exited with `returncode`."""
     import socket
     import subprocess
 
@@ -54,5 +54,5 @@ def run_two_processes(argv: list[str], timeout: float = 600, **env: str) -> list
         for p in procs:
             p.kill()
     for p, (_, stderr) in zip(procs, done, strict=True):
-        assert p.returncode == 0, stderr[-3000:]
-    return [stdout for stdout, _ in done]
+        assert p.returncode == returncode, stderr[-3000:]
+    return done

@@ -140,9 +140,10 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     config.write_text(TINY.replace("  checkpoint_every: 1\n", "  checkpoint_every: 1\n  data_parallel: true\n"))
 
     def both(*args: str, says: str) -> None:
-        outputs = run_two_processes([sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)],
-                                    timeout=300, TF_CPP_MIN_LOG_LEVEL="3")
-        assert says in outputs[0] and says not in outputs[1]  # the first process reports and writes
+        (first, _), (second, _) = run_two_processes(
+            [sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)], timeout=300,
+            TF_CPP_MIN_LOG_LEVEL="3")
+        assert says in first and says not in second  # the first process reports and writes
 
     run_dir, out = tmp_path / "run", tmp_path / "attack.json"
     both("train", str(config), "--run-dir", str(run_dir), "--quiet", says="trained")
@@ -151,6 +152,15 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attack.examples.npz", "attack.json", "run", "tiny.yaml"]
     two = json.loads((run_dir / "run.json").read_text())
     assert json.loads(out.read_text())["adversarial"]["error"] > 90.0
+
+    # Without data parallelism each process would train the whole model alone: refused.
+    config.write_text(TINY)
+    for _, stderr in run_two_processes([sys.executable, "-m", "fgsm_repro.cli", "train", str(config), "--run-dir",
+                                        str(tmp_path / "refused"), "--data-dir", str(mnist_data_dir)],
+                                       timeout=300, returncode=2, TF_CPP_MIN_LOG_LEVEL="3"):
+        assert stderr.strip().splitlines()[-1] == (f"error: {config}: 2 processes (FGSM_REPRO_DISTRIBUTED=1) share "
+                                                   "a run only with `train: {data_parallel: true}`")
+    assert not (tmp_path / "refused").exists()
 
     one_dir = tmp_path / "one"
     res = _cli("train", str(config), "--run-dir", str(one_dir), "--data-dir", str(mnist_data_dir), "--quiet")

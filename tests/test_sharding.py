@@ -68,7 +68,7 @@ def test_data_parallel_training_and_attacks_match_one_device():
 
 def test_two_processes_train_and_attack_as_one_device():
     """Two processes of two devices each, as on two hosts."""
-    for stdout in run_two_processes([sys.executable, "-c", SCRIPT],
+    for stdout, _ in run_two_processes([sys.executable, "-c", SCRIPT],
                                     **_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")):
         _check(json.loads(stdout.strip().splitlines()[-1]), processes=[0, 1])
 

@@ -13,6 +13,7 @@ from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
 from fgsm_repro.experiments.common import Context, Outcome
+from fgsm_repro.processes import require_data_parallel
 from fgsm_repro.reference import claim_ids
 from fgsm_repro.results import git_state, provenance, write_result
 from fgsm_repro.sharding import data_parallel_evaluation
@@ -45,6 +46,7 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
 
 def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
     cfg = load_config(config_path, profile)
+    require_data_parallel(cfg.train.data_parallel, config_path)
     module = EXPERIMENTS[cfg.experiment]
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
