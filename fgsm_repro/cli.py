@@ -67,6 +67,7 @@ def train(
     from fgsm_repro.experiments.common import fit_logged
     from fgsm_repro.models import build_model
     from fgsm_repro.processes import require_data_parallel, sync, writes_files
+    from fgsm_repro.sharding import data_parallel_evaluation
 
     cfg = load_config(config, profile)
     require_data_parallel(cfg.train.data_parallel, config)
@@ -79,11 +80,12 @@ def train(
     start = time.perf_counter()
     splits = make_splits(cfg.data, data_dir)
     model, objective = build_model(cfg.model.name, cfg.model.options)
-    result, = fit_logged(model, objective, cfg.train, splits, [seed], ctx,
-                         label=f"train {Path(config).stem} [{profile}]",
-                         checkpoint_dirs=[run_dir / "checkpoints"],
-                         config_hash=f"{cfg.training_hash()}-seed{seed}")
-    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
+    with data_parallel_evaluation(cfg.train.data_parallel):
+        result, = fit_logged(model, objective, cfg.train, splits, [seed], ctx,
+                             label=f"train {Path(config).stem} [{profile}]",
+                             checkpoint_dirs=[run_dir / "checkpoints"],
+                             config_hash=f"{cfg.training_hash()}-seed{seed}")
+        clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
     # Write the final parameters beside, then swap them in: never a half-written `final/`.
     final, staged = run_dir / "final", run_dir / "final.partial"
     if writes_files():
@@ -91,20 +93,20 @@ def train(
     sync("final.partial cleared")
     with ocp.StandardCheckpointer() as ckptr:  # every process takes part; orbax writes once
         ckptr.save(staged, result.params)
-    if not writes_files():
-        return
-    info = {"config": str(Path(config).resolve()), "profile": profile, "seed": seed, "config_hash": cfg.hash(),
-            "training_hash": cfg.training_hash(),
-            "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "val_error": result.best_val_error, "test_error": clean["error"],
-            "wall_time_s": round(time.perf_counter() - start, 2)}
-    (run_dir / "run.json.partial").write_text(json.dumps(info, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    staged.rename(final)
-    (run_dir / "run.json.partial").replace(run_dir / "run.json")
-    out.print(f"trained {cfg.model.name} on {splits.info.label}: {result.epochs_run} epochs "
-              f"(best {result.best_epoch}), validation error {_pct(result.best_val_error)}, "
-              f"test error {_pct(clean['error'])}  ->  {run_dir}")
+    if writes_files():
+        shutil.rmtree(final, ignore_errors=True)
+        staged.rename(final)
+        info = {"config": str(Path(config).resolve()), "profile": profile, "seed": seed, "config_hash": cfg.hash(),
+                "training_hash": cfg.training_hash(),
+                "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "val_error": result.best_val_error, "test_error": clean["error"],
+                "wall_time_s": round(time.perf_counter() - start, 2)}
+        (run_dir / "run.json.partial").write_text(json.dumps(info, indent=2))
+        (run_dir / "run.json.partial").replace(run_dir / "run.json")
+        out.print(f"trained {cfg.model.name} on {splits.info.label}: {result.epochs_run} epochs "
+                  f"(best {result.best_epoch}), validation error {_pct(result.best_val_error)}, "
+                  f"test error {_pct(clean['error'])}  ->  {run_dir}")
+    sync("run written")  # no process ends before the run is complete on disk
 
 
 def _pct(v):
@@ -134,7 +136,6 @@ def attack(
     data_dir: DataDirOpt = None,
 ):
     """FGSM on the test set against a trained model: adversarial error and confidences."""
-    import numpy as np
     import orbax.checkpoint as ocp
 
     from fgsm_repro.config import AttackConfig, load_config
@@ -142,8 +143,7 @@ def attack(
     from fgsm_repro.evaluation import evaluate
     from fgsm_repro.experiments.common import fgsm_metrics
     from fgsm_repro.models import build_model
-    from fgsm_repro.processes import writes_files
-    from fgsm_repro.results import device_info, git_state
+    from fgsm_repro.processes import sync, writes_files
     from fgsm_repro.sharding import data_parallel_evaluation
     from fgsm_repro.train import init_state, make_optimizer
 
@@ -184,8 +184,15 @@ def attack(
     with data_parallel_evaluation(cfg.train.data_parallel):
         clean = evaluate(model, objective, params, splits.x_test, splits.y_test)
         adv, x_adv = fgsm_metrics(model, objective, params, splits.x_test, splits.y_test, attack_cfg)
-    if not writes_files():
-        return
+    if writes_files():  # of several processes, the first reports and writes
+        _report_attack(run_dir, output, save_examples, attack_cfg, splits, info, clean, adv, x_adv, start)
+    sync("attack written")
+
+
+def _report_attack(run_dir, output, save_examples, attack_cfg, splits, info, clean, adv, x_adv, start) -> None:
+    import numpy as np
+
+    from fgsm_repro.results import device_info, git_state
 
     table = Table(title=f"FGSM eps={attack_cfg.eps:g} on {len(splits.y_test)} test images ({splits.info.label})")
     for col in ("", "error", "mean confidence", "confidence on mistakes"):
@@ -224,6 +231,7 @@ def reproduce(
     """Run the experiments that measure IDS with PROFILE, write results/*.json, rebuild the report."""
     from fgsm_repro.config import PROFILES
     from fgsm_repro.experiments.runner import configs_for, run_config
+    from fgsm_repro.processes import sync, writes_files
     from fgsm_repro.report import write_report
 
     if profile not in PROFILES:
@@ -232,9 +240,12 @@ def reproduce(
     for config in configs_for(ids or []):
         start = time.perf_counter()
         path = run_config(config, profile, ctx)
-        out.print(f"{config.name} [{profile}] -> {path} ({time.perf_counter() - start:.1f} s)")
-    _print_summary(ctx.results_dir)
-    out.print(f"report -> {write_report(ctx.results_dir)}")
+        if writes_files():
+            out.print(f"{config.name} [{profile}] -> {path} ({time.perf_counter() - start:.1f} s)")
+    if writes_files():  # of several processes, the first writes the results and reports
+        _print_summary(ctx.results_dir)
+        out.print(f"report -> {write_report(ctx.results_dir)}")
+    sync("results written")
 
 
 def _print_summary(results_dir: Path):

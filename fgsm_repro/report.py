@@ -147,9 +147,10 @@ def bench_section(results_dir: Path) -> list[str]:
     lines = ["## Speed", "",
              f"JAX (this project) against PyTorch {m['versions'].get('torch')} eager + torchattacks "
              f"{m['versions'].get('torchattacks')}, same workloads, interleaved in one run on {m['cpu']} "
-             f"({m['cpu_count']} cores, {m['platform']}); medians of {_reps(b)} timed runs after a warm-up "
-             f"(at least {b['settings']['reps']}; a short workload gets more, until its JAX side is timed for "
-             f"{b['settings'].get('min_timed_seconds', 0):g} s). "
+             f"({m['cpu_count']} cores, {m['platform']}); medians of {_reps(b)} timed runs after a warm-up"
+             + (f" (at least {b['settings']['reps']}; a short workload gets more, until its JAX side is timed "
+                f"for {b['settings']['min_timed_seconds']:g} s)" if b["settings"].get("min_timed_seconds") else "")
+             + ". "
              "Each repetition runs the two sides back to back (an ensemble member by member, the sides "
              "alternating); *speedup* is the median over the repetitions of the ratio within each, so that a slow "
              "stretch of this shared machine slows both sides of a ratio (the ratio of the two medians is beside "

@@ -92,7 +92,7 @@ def result_path(name: str, profile: str, results_dir: Path = RESULTS_DIR) -> Pat
 
 def write_json(record: dict[str, Any], path: Path) -> Path:
     """Write `record` to `path` through a temporary file: never a half-written results file.
-    Of several processes, only the first writes (:func:`fgsm_repro.sharding.writes_files`)."""
+    Of several processes, only the first writes (:func:`fgsm_repro.processes.writes_files`)."""
     from fgsm_repro.processes import writes_files
 
     if not writes_files():

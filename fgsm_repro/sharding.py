@@ -142,6 +142,7 @@ def put_eval_params(params):
 
 def put_eval_batch(x):
     """An evaluation batch on the device(s): split across the mesh of :func:`data_parallel_evaluation`
-    when one is active and the batch divides evenly, else on the default device."""
+    when one is active and the batch divides evenly, else uncommitted on the default device (JAX
+    then places it beside the parameters, on one process or several: tested)."""
     mesh = _EVAL_MESH.get()
     return put_batch(x, mesh if mesh is not None and len(x) % mesh.size == 0 else None)

@@ -34,25 +34,36 @@ def no_jax_cache_env(monkeypatch) -> None:
             monkeypatch.delenv(name)
 
 
-def run_two_processes(argv: list[str], timeout: float = 600, returncode: int = 0, **env: str) -> list[tuple[str, str]]:
+def run_two_processes(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600,
+                      returncode: int = 0) -> list[tuple[str, str]]:
     """`argv` started twice, as the two processes of one distributed run (jax.distributed over
-    loopback, as if on two hosts); their (stdout, stderr), once both have exited with `returncode`."""
+    loopback, as if on two hosts); their (stdout, stderr), once both have exited with `returncode`.
+    The outputs go to files, not pipes: an unread full pipe would stall one process, and the
+    other with it at their next collective step."""
     import socket
     import subprocess
+    import tempfile
 
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                              env={**os.environ, "JAX_PLATFORMS": "cpu", **env, "FGSM_REPRO_DISTRIBUTED": "1",
+    streams = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(2)]
+    procs = [subprocess.Popen(argv, stdout=stdout, stderr=stderr, text=True, cwd=REPO,
+                              env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {}), "FGSM_REPRO_DISTRIBUTED": "1",
                                    "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
                                    "JAX_PROCESS_ID": str(i)})
-             for i in range(2)]
+             for i, (stdout, stderr) in enumerate(streams)]
     try:
-        done = [p.communicate(timeout=timeout) for p in procs]
+        for p in procs:
+            p.wait(timeout=timeout)
     finally:
         for p in procs:
             p.kill()
-    for p, (_, stderr) in zip(procs, done, strict=True):
+    done = []
+    for p, files in zip(procs, streams, strict=True):
+        for f in files:
+            f.seek(0)
+        stdout, stderr = (f.read() for f in files)
         assert p.returncode == returncode, stderr[-3000:]
+        done.append((stdout, stderr))
     return done

@@ -26,6 +26,7 @@ attack: {eps: 0.25}
 """
 
 pytestmark = pytest.mark.mnist
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _cli(*args, env_data_dir=None, **env_vars):
@@ -141,8 +142,7 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
 
     def both(*args: str, says: str) -> None:
         (first, _), (second, _) = run_two_processes(
-            [sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)], timeout=300,
-            TF_CPP_MIN_LOG_LEVEL="3")
+            [sys.executable, "-m", "fgsm_repro.cli", *args, "--data-dir", str(mnist_data_dir)], QUIET_TF, timeout=300)
         assert says in first and says not in second  # the first process reports and writes
 
     run_dir, out = tmp_path / "run", tmp_path / "attack.json"
@@ -157,7 +157,7 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     config.write_text(TINY)
     for _, stderr in run_two_processes([sys.executable, "-m", "fgsm_repro.cli", "train", str(config), "--run-dir",
                                         str(tmp_path / "refused"), "--data-dir", str(mnist_data_dir)],
-                                       timeout=300, returncode=2, TF_CPP_MIN_LOG_LEVEL="3"):
+                                       QUIET_TF, timeout=300, returncode=2):
         assert stderr.strip().splitlines()[-1] == (f"error: {config}: 2 processes (FGSM_REPRO_DISTRIBUTED=1) share "
                                                    "a run only with `train: {data_parallel: true}`")
     assert not (tmp_path / "refused").exists()
@@ -168,3 +168,8 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     one = json.loads((one_dir / "run.json").read_text())
     assert abs(one["test_error"] - two["test_error"]) <= 0.05 and one["val_error"] == pytest.approx(two["val_error"],
                                                                                                        abs=0.05)
+    one_out = tmp_path / "one_attack.json"
+    res = _cli("attack", str(one_dir), "--out", str(one_out), "--data-dir", str(mnist_data_dir))
+    assert res.returncode == 0, res.stderr[-3000:]
+    errors = [json.loads(path.read_text())["adversarial"]["error"] for path in (one_out, out)]
+    assert errors[0] == pytest.approx(errors[1], abs=0.05)

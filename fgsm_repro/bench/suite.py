@@ -8,7 +8,8 @@ median over the repetitions of the ratio within each, so that a slow stretch of 
 slows both sides of a ratio rather than one side's median. A data-parallel run adds a third side,
 the same JAX workload on one device, to the same repetitions; its scaling is likewise the median
 of the ratios within them. An attack adds its dense products alone (:func:`products_calls`) as a
-side, to show how close to the bound JAX's matrix products come here by themselves. A short
+side, to show how close to the bound JAX's matrix products come here by themselves (one device;
+not in data-parallel runs). Extra sides run after the JAX and PyTorch pair. A short
 workload gets more repetitions (:func:`timed_reps`): one run is noisy on this machine.
 
 FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
@@ -310,7 +311,7 @@ def time_interleaved(*sides: list[Callable[[], Any]], first: int = 0, settle: fl
 def timed_reps(s: BenchSettings, run_seconds: float) -> int:
     """Repetitions of a workload whose JAX side runs in `run_seconds`: at least ``s.reps``, and
     enough to time it for ``s.min_timed_seconds``, up to MAX_REPS."""
-    return max(s.reps, min(MAX_REPS, math.ceil(s.min_timed_seconds / run_seconds)))
+    return max(s.reps, min(MAX_REPS, math.ceil(s.min_timed_seconds / max(run_seconds, 1e-9))))
 
 
 _matmul = jax.jit(jnp.matmul)
@@ -385,10 +386,10 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
             sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
-        if w.kind in ("fgsm", "pgd"):  # what the attack's dense products alone take, in the same run
+        if w.kind in ("fgsm", "pgd") and not settings.data_parallel:  # the attack's dense products alone
             sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
-        for name in list(sides)[1:]:  # warm-up
+        for name in [n for n in sides if n != "jax"]:  # warm-up
             _run_all(sides[name])
         # A second JAX run: warm-up too, and how many repetitions reach min_timed_seconds (the
         # machine's noise is of the order of 5% per run; short workloads get more runs).
@@ -396,7 +397,9 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         runs, peaks = {name: [] for name in sides}, []
         for rep in range(reps):  # interleaved: all sides (and the peak) see the same machine state
             peaks.append(max(matmul_peak_gflops(reps=PEAK_REPS).values()))
-            for name, seconds in zip(sides, time_interleaved(*sides.values(), first=rep % len(sides)), strict=True):
+            # JAX and PyTorch take turns going first, as with two sides; the extra sides come after them.
+            order = ["jax", "torch"][::1 - 2 * (rep % 2)] + [name for name in sides if name not in ("jax", "torch")]
+            for name, seconds in zip(order, time_interleaved(*(sides[n] for n in order)), strict=True):
                 runs[name].append(seconds)
         jax_times, torch_times = runs["jax"], runs["torch"]
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
