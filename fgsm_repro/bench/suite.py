@@ -398,7 +398,8 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         for rep in range(reps):  # interleaved: all sides (and the peak) see the same machine state
             peaks.append(max(matmul_peak_gflops(reps=PEAK_REPS).values()))
             # JAX and PyTorch take turns going first, as with two sides; the extra sides come after them.
-            order = ["jax", "torch"][::1 - 2 * (rep % 2)] + [name for name in sides if name not in ("jax", "torch")]
+            pair = ["jax", "torch"] if rep % 2 == 0 else ["torch", "jax"]
+            order = pair + [name for name in sides if name not in pair]
             for name, seconds in zip(order, time_interleaved(*(sides[n] for n in order)), strict=True):
                 runs[name].append(seconds)
         jax_times, torch_times = runs["jax"], runs["torch"]
