@@ -28,6 +28,9 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="TFDS data d
                                                  "or ~/tensorflow_datasets].")]
 ResultsDirOpt = Annotated[Path | None, typer.Option("--results-dir", help="Where results/*.json and REPORT.md go.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+DataParallelOpt = Annotated[bool | None, typer.Option(
+    "--data-parallel/--one-device", help="Split every batch across all devices (of every process) or keep it on "
+    "one [default: the config's train.data_parallel].")]
 
 
 def _context(data_dir, results_dir=None, runs_dir=None, quiet=False):
@@ -53,6 +56,7 @@ def train(
     run_dir: Annotated[Path | None, typer.Option(help="Checkpoint dir [default: runs/<config>.<profile>.seed<N>].")]
     = None,
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint in the run dir.")] = False,
+    data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ):
@@ -61,7 +65,7 @@ def train(
 
     import orbax.checkpoint as ocp
 
-    from fgsm_repro.config import load_config
+    from fgsm_repro.config import load_config, train_overrides
     from fgsm_repro.data import make_splits
     from fgsm_repro.evaluation import evaluate
     from fgsm_repro.experiments.common import fit_logged
@@ -69,7 +73,7 @@ def train(
     from fgsm_repro.processes import require_data_parallel, sync, writes_files
     from fgsm_repro.sharding import data_parallel_evaluation
 
-    cfg = load_config(config, profile)
+    cfg = load_config(config, profile, **train_overrides(data_parallel))
     require_data_parallel(cfg.train.data_parallel, config)
     seed = cfg.seeds[0] if seed is None else seed
     run_dir = Path(run_dir or Path("runs") / f"{Path(config).stem}.{profile}.seed{seed}").resolve()
@@ -133,12 +137,13 @@ def attack(
     save_examples: Annotated[int, typer.Option(min=0, help="Save this many clean/adversarial test examples (.npz).")
                              ] = 0,
     output: Annotated[Path | None, typer.Option("--out", help="Write the metrics as JSON here.")] = None,
+    data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
 ):
     """FGSM on the test set against a trained model: adversarial error and confidences."""
     import orbax.checkpoint as ocp
 
-    from fgsm_repro.config import AttackConfig, load_config
+    from fgsm_repro.config import AttackConfig, load_config, train_overrides
     from fgsm_repro.data import make_splits
     from fgsm_repro.evaluation import evaluate
     from fgsm_repro.experiments.common import fgsm_metrics
@@ -155,7 +160,7 @@ def attack(
         config_path, profile, trained_hash = info["config"], info["profile"], info["training_hash"]
     except (ValueError, KeyError) as e:
         raise ReproError(f"{info_path}: unreadable run record ({type(e).__name__}: {e}); train again") from None
-    cfg = load_config(config_path, profile)
+    cfg = load_config(config_path, profile, **train_overrides(data_parallel))
     if cfg.training_hash() != trained_hash:
         raise ReproError(f"the data/model/train sections of {config_path} changed since {run_dir} was trained; "
                          "train again or restore the config")
@@ -225,6 +230,7 @@ def reproduce(
     profile: Annotated[str, typer.Option(help="paper, fast or ci.")] = "paper",
     results_dir: ResultsDirOpt = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Checkpoints [default: runs/].")] = None,
+    data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ):
@@ -239,7 +245,7 @@ def reproduce(
     ctx = _context(data_dir, results_dir, runs_dir, quiet)
     for config in configs_for(ids or []):
         start = time.perf_counter()
-        path = run_config(config, profile, ctx)
+        path = run_config(config, profile, ctx, data_parallel=data_parallel)
         if writes_files():
             out.print(f"{config.name} [{profile}] -> {path} ({time.perf_counter() - start:.1f} s)")
     if writes_files():  # of several processes, the first writes the results and reports

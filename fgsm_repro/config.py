@@ -327,6 +327,12 @@ def load_config(path: str | Path, profile: str = "paper", **overrides: Any) -> E
         raise ReproError(_format_validation_error(path, e)) from None
 
 
+def train_overrides(data_parallel: bool | None) -> dict[str, Any]:
+    """`load_config` overrides from the command line's ``--data-parallel/--one-device`` (None: the
+    config's own setting)."""
+    return {} if data_parallel is None else {"train": {"data_parallel": data_parallel}}
+
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 

@@ -41,4 +41,4 @@ def require_data_parallel(data_parallel: bool, config: str | Path) -> None:
 
     if jax.process_count() > 1:
         raise ReproError(f"{config}: {jax.process_count()} processes (FGSM_REPRO_DISTRIBUTED=1) share a run only "
-                         "with `train: {data_parallel: true}`")
+                         "with `train: {data_parallel: true}` (or --data-parallel)")

@@ -53,7 +53,8 @@ def device_info() -> dict:
     import os
 
     return {"platform": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
-            "cpu": cpu, "cpu_count": os.cpu_count(), "cpu_tuning": cpu_tuning.applied()}
+            "process_count": jax.process_count(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "cpu_tuning": cpu_tuning.applied()}
 
 
 def versions() -> dict:

@@ -27,6 +27,8 @@ attack: {eps: 0.25}
 
 pytestmark = pytest.mark.mnist
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+TWO_PROCESSES_NEED_DATA_PARALLEL = ("2 processes (FGSM_REPRO_DISTRIBUTED=1) share a run only with "
+                                    "`train: {data_parallel: true}` (or --data-parallel)")
 
 
 def _cli(*args, env_data_dir=None, **env_vars):
@@ -81,6 +83,42 @@ def test_train_attack_report(tmp_path, mnist_data_dir):
     config.write_text(TINY.replace("learning_rate: 0.1", "learning_rate: 0.2"))
     res = runner.invoke(app, ["attack", str(run_dir), "--data-dir", str(mnist_data_dir)])
     assert isinstance(res.exception, ReproError) and "changed since" in str(res.exception)
+
+
+def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
+    """`reproduce` as the two processes of one run, data-parallel by the command line's flag: the
+    first writes the results and the report; the numbers are the one-process run's up to float
+    rounding. Without the flag (the configs keep one device) both refuse."""
+    from fgsm_repro.config import experiment_configs
+    from fgsm_repro.experiments.common import Context
+    from fgsm_repro.experiments.runner import run_config
+
+    def reproduce(*flags: str, returncode: int = 0):
+        return run_two_processes([sys.executable, "-m", "fgsm_repro.cli", "reproduce", "T1.softmax", "--profile", "ci",
+                                  *flags, "--results-dir", str(tmp_path / "two"), "--runs-dir", str(tmp_path / "runs"),
+                                  "--data-dir", str(mnist_data_dir), "--quiet"], QUIET_TF, timeout=600,
+                                 returncode=returncode)
+
+    config = experiment_configs()["t1_softmax"]
+    for _, stderr in reproduce(returncode=2):
+        assert stderr.strip().splitlines()[-1] == f"error: {config}: {TWO_PROCESSES_NEED_DATA_PARALLEL}"
+    assert not (tmp_path / "two").exists() and not (tmp_path / "runs").exists()
+
+    (first, _), (second, _) = reproduce("--data-parallel")
+    assert "report ->" in first and "report ->" not in second
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["REPORT.md", "t1_softmax.ci.json"]
+    two = json.loads((tmp_path / "two" / "t1_softmax.ci.json").read_text())
+    assert two["provenance"]["device"]["process_count"] == 2 and two["provenance"]["config"]["train"]["data_parallel"]
+
+    one = json.loads(run_config(config, "ci", Context(data_dir=mnist_data_dir, results_dir=tmp_path / "one",
+                                                      runs_dir=tmp_path / "one_runs", show_progress=False)).read_text())
+    assert one["provenance"]["config_hash"] == two["provenance"]["config_hash"]  # the flag is not part of the hash
+    compared = 0
+    for metric, value in one["measured"]["T1.softmax"].items():
+        if isinstance(value, float):
+            assert two["measured"]["T1.softmax"][metric] == pytest.approx(value, rel=1e-4, abs=0.05), metric
+            compared += 1
+    assert compared >= 8
 
 
 def test_repeated_runs_compile_nothing_again(tmp_path, mnist_data_dir, no_jax_cache_env):
@@ -158,8 +196,7 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     for _, stderr in run_two_processes([sys.executable, "-m", "fgsm_repro.cli", "train", str(config), "--run-dir",
                                         str(tmp_path / "refused"), "--data-dir", str(mnist_data_dir)],
                                        QUIET_TF, timeout=300, returncode=2):
-        assert stderr.strip().splitlines()[-1] == (f"error: {config}: 2 processes (FGSM_REPRO_DISTRIBUTED=1) share "
-                                                   "a run only with `train: {data_parallel: true}`")
+        assert stderr.strip().splitlines()[-1] == f"error: {config}: {TWO_PROCESSES_NEED_DATA_PARALLEL}"
     assert not (tmp_path / "refused").exists()
 
     one_dir = tmp_path / "one"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fgsm_repro.config import experiment_configs, load_config, read_yaml
+from fgsm_repro.config import experiment_configs, load_config, read_yaml, train_overrides
 from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
@@ -44,8 +44,10 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
     return mean, {c: v for c, v in ci95.items() if v}
 
 
-def run_config(config_path: str | Path, profile: str, ctx: Context) -> Path:
-    cfg = load_config(config_path, profile)
+def run_config(config_path: str | Path, profile: str, ctx: Context, data_parallel: bool | None = None) -> Path:
+    """Run `config_path` with `profile` for each of its seeds and write its results file;
+    `data_parallel` (if given) overrides the config's ``train.data_parallel``."""
+    cfg = load_config(config_path, profile, **train_overrides(data_parallel))
     require_data_parallel(cfg.train.data_parallel, config_path)
     module = EXPERIMENTS[cfg.experiment]
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
