@@ -15,6 +15,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from fgsm_repro import cpu_tuning  # noqa: E402
 from fgsm_repro.errors import ReproError  # noqa: E402
 from fgsm_repro.processes import distributed  # noqa: E402
 
@@ -408,6 +409,7 @@ def _compilation_cache() -> None:
 def main() -> None:
     try:
         _compilation_cache()
+        cpu_tuning.selected()  # a bad FGSM_REPRO_CPU_TUNING: one line, before any work
         if distributed():  # several hosts: see fgsm_repro.sharding
             from fgsm_repro.sharding import initialize_distributed
 

@@ -1,4 +1,4 @@
-"""Three settings of JAX's CPU backend that the benchmark measured to help (``fgsm-repro bench``;
+"""Settings of JAX's CPU backend that the benchmark measured to help (``fgsm-repro bench``;
 numbers in the issue notes and results/bench.json), applied by default:
 
 - ``--xla_cpu_experimental_ynn_fusion_type=-reduce`` in XLA_FLAGS: XLA otherwise hands fused
@@ -19,7 +19,17 @@ numbers in the issue notes and results/bench.json), applied by default:
   90–175, and FGSM on the 240-unit maxout net took 335 ms per 10k images against 310. Dense
   training epochs keep it (the adversarial epochs measured 5–10% slower without).
 
-``FGSM_REPRO_CPU_TUNING=0`` turns all three off.
+Those numbers are from an AMD EPYC (Zen, ~170 GFLOP/s fp32 matmul peak on its 2 cores). On an Intel
+Xeon (Sapphire Rapids, AVX-512, ~380 GFLOP/s) each tuning was measured again alone, its variants
+compiled side by side in one process and timed interleaved (medians of 5–15 paired repetitions;
+session 14's notes on issue 4): the reduce flag made the 1600-unit clean epoch 1.34x faster (8.31 →
+6.12 s; all YNNPACK off instead: 1.18x, so dense training keeps YNNPACK's dots), the unrolled threefry
+5% more (5.87 s), YNNPACK off the conv epoch 2.96x (19.4 → 6.5 s; the reduce flag alone changed
+nothing there) and FGSM and PGD-10 1.15x and 1.13x.
+
+``FGSM_REPRO_CPU_TUNING=0`` turns all of them off; a comma-separated list of names picks some
+(``reduce``, ``threefry``, ``conv``, ``attack``: e.g. ``FGSM_REPRO_CPU_TUNING=reduce,conv``), so each
+can be measured alone on another CPU. An unknown name is an error.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from fgsm_repro.errors import ReproError
+
 REDUCE_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 MEASURED_WITH_JAXLIB = "0.10."  # the flag's name is experimental: only for the release it was measured with
 WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}  # no YNNPACK fusion of any type
@@ -36,8 +48,26 @@ CONV_TUNING, ATTACK_TUNING = "conv_programs_without_ynnpack", "attack_programs_w
 _applied: list[str] = []
 
 
-def enabled() -> bool:
-    return os.environ.get("FGSM_REPRO_CPU_TUNING", "1") != "0"
+NAMES = ("reduce", "threefry", "conv", "attack")  # the tunings FGSM_REPRO_CPU_TUNING can pick
+
+
+def selected() -> frozenset[str]:
+    """The tunings FGSM_REPRO_CPU_TUNING asks for: all ("1", unset), none ("0"), or a list."""
+    value = os.environ.get("FGSM_REPRO_CPU_TUNING", "1").strip()
+    if value in ("1", ""):
+        return frozenset(NAMES)
+    if value == "0":
+        return frozenset()
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
+    if unknown := sorted(names - set(NAMES)):
+        raise ReproError(f"FGSM_REPRO_CPU_TUNING: unknown tuning {', '.join(unknown)} "
+                         f"(use 1, 0 or a comma-separated list of {', '.join(NAMES)})")
+    return names
+
+
+def enabled(name: str) -> bool:
+    """Whether tuning `name` (one of NAMES) is on."""
+    return name in selected()
 
 
 @functools.cache  # read once: compiler_options runs on every evaluation / attack call
@@ -53,7 +83,11 @@ def _measured_jaxlib() -> bool:
 def set_xla_flags() -> None:
     """Add the reduce-fusion flag to XLA_FLAGS (read when JAX's CPU backend starts)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if not enabled() or "xla_cpu_experimental_ynn_fusion_type" in flags or not _measured_jaxlib():
+    try:
+        wanted = enabled("reduce")
+    except ReproError:  # the CLI reports it (cli.main); importing the models or attacks raises it
+        return
+    if not wanted or "xla_cpu_experimental_ynn_fusion_type" in flags or not _measured_jaxlib():
         return
     os.environ["XLA_FLAGS"] = f"{flags} {REDUCE_FLAG}".strip()
     _applied.append(REDUCE_FLAG)
@@ -67,11 +101,12 @@ def compiler_options(model: Any = None, *, attack: bool = False) -> dict[str, st
     import jax
 
     convolutional = getattr(model, "convolutional", False)
-    if (not enabled() or not (convolutional or attack) or not _measured_jaxlib()
+    tuning = CONV_TUNING if convolutional else ATTACK_TUNING
+    wanted = enabled("conv") if convolutional else attack and enabled("attack")
+    if (not wanted or not _measured_jaxlib()
             or "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "").replace(REDUCE_FLAG, "")
             or jax.default_backend() != "cpu"):
         return None
-    tuning = CONV_TUNING if convolutional else ATTACK_TUNING
     if tuning not in _applied:
         _applied.append(tuning)
     return dict(WITHOUT_YNNPACK)
@@ -97,7 +132,7 @@ def jit_per_model(fun: Callable, *, attack: bool = False, **jit_kwargs) -> Calla
 
 def unroll_threefry() -> None:
     """Lower threefry2x32 unrolled on the CPU (JAX internals: skipped if they moved)."""
-    if not enabled() or "threefry_unrolled" in _applied:
+    if not enabled("threefry") or "threefry_unrolled" in _applied:
         return
     try:
         from jax._src.interpreters import mlir

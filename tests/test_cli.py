@@ -151,6 +151,13 @@ def test_errors_are_one_line(args, message):
     assert len(lines) == 1 and message in lines[0], res.stderr
 
 
+def test_unknown_cpu_tuning_is_one_line():
+    res = _cli("data", "info", "mnist", FGSM_REPRO_CPU_TUNING="reduce,fast")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: FGSM_REPRO_CPU_TUNING: unknown tuning fast (use 1, 0 or a comma-separated list of "
+        "reduce, threefry, conv, attack)"], res.stderr
+
+
 def test_option_out_of_range_is_refused_by_the_parser():
     res = _cli("attack", "/nonexistent-run", "--save-examples", "-3")
     assert res.returncode == 2 and "Invalid value" in res.stderr

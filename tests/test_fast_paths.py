@@ -17,6 +17,7 @@ from jax import lax
 
 from fgsm_repro import cpu_tuning
 from fgsm_repro.column_sum import sum_leading_axes
+from fgsm_repro.errors import ReproError
 from fgsm_repro.models import NHWC, Conv, ConvMaxout, MaxoutMLP, conv_nhwc, max_pool, maxout
 
 
@@ -176,3 +177,26 @@ def test_xla_flag_leaves_a_users_setting_alone(monkeypatch):
     cpu_tuning.set_xla_flags()
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {cpu_tuning.REDUCE_FLAG}"
     assert cpu_tuning.applied() == [cpu_tuning.REDUCE_FLAG]
+
+
+@pytest.mark.parametrize("value, conv, attack", [("1", True, True), ("0", False, False), ("conv", True, False),
+                                                 ("attack, reduce", False, True), ("threefry", False, False)])
+def test_cpu_tunings_are_picked_by_name(monkeypatch, value, conv, attack):
+    monkeypatch.setattr(cpu_tuning, "_applied", [])
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("FGSM_REPRO_CPU_TUNING", value)
+    assert (cpu_tuning.compiler_options(ConvMaxout(channels=(2, 3, 2), units=3)) is not None) == conv
+    assert (cpu_tuning.compiler_options(MaxoutMLP(units=3), attack=True) is not None) == attack
+    assert cpu_tuning.compiler_options(MaxoutMLP(units=3)) is None  # dense training: never
+    cpu_tuning.set_xla_flags()
+    assert (cpu_tuning.REDUCE_FLAG in os.environ.get("XLA_FLAGS", "")) == ("reduce" in value or value == "1")
+
+
+def test_unknown_cpu_tuning_is_refused(monkeypatch):
+    monkeypatch.setattr(cpu_tuning, "_applied", [])
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("FGSM_REPRO_CPU_TUNING", "reduce,fast")
+    cpu_tuning.set_xla_flags()  # at import: leaves XLA alone, the CLI reports the error
+    assert os.environ["XLA_FLAGS"] == "" and cpu_tuning.applied() == []
+    with pytest.raises(ReproError, match="unknown tuning fast"):
+        cpu_tuning.compiler_options(MaxoutMLP(units=3), attack=True)
