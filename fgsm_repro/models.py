@@ -277,16 +277,22 @@ class ConvMaxout(nn.Module):
     input_keep: float = 0.8
     hidden_keep: float = 0.5
 
-    def layer_shapes(self, height: int, width: int, in_channels: int) -> list[tuple[int, int]]:
+    def conv_inputs(self, height: int, width: int, in_channels: int) -> list[tuple[int, int, int, int, int, int]]:
+        """Per conv layer: (height, width, channels) of its input, its filters, kernel size and
+        padding; then (the input of the dense layers) (height, width, channels, 0, 0, 0)."""
+        layers = []
+        for c, k, p, (window, stride) in zip(self.channels, self.kernels, self.pads, self.pools, strict=True):
+            layers.append((height, width, in_channels, c * self.pieces, k, p))
+            height, width = height + 2 * p - k + 1, width + 2 * p - k + 1
+            height, width, in_channels = (height - window) // stride + 1, (width - window) // stride + 1, c
+        return [*layers, (height, width, in_channels, 0, 0, 0)]
+
+    def layer_shapes(self, height: int, width: int, in_channels: int) -> list[tuple[int, int, int]]:
         """Per layer, (output positions, dense-equivalent in × out): conv i is a
         (k·k·C_in) × (C_out) product at every output position, a dense layer one position."""
-        shapes = []
-        for c, k, p, (window, stride) in zip(self.channels, self.kernels, self.pads, self.pools, strict=True):
-            height, width = height + 2 * p - k + 1, width + 2 * p - k + 1
-            shapes.append((height * width, k * k * in_channels, c * self.pieces))
-            height, width, in_channels = (height - window) // stride + 1, (width - window) // stride + 1, c
-        flat = height * width * in_channels
-        return [*shapes, (1, flat, self.units * self.unit_pieces), (1, self.units, self.num_classes)]
+        *convs, (h, w, c, _, _, _) = self.conv_inputs(height, width, in_channels)
+        shapes = [((hi + 2 * p - k + 1) * (wi + 2 * p - k + 1), k * k * ci, co) for hi, wi, ci, co, k, p in convs]
+        return [*shapes, (1, h * w * c, self.units * self.unit_pieces), (1, self.units, self.num_classes)]
 
     @nn.compact
     def __call__(self, x, train: bool = False):

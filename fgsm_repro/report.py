@@ -160,10 +160,12 @@ def bench_section(results_dir: Path) -> list[str]:
              f"JAX CPU tunings in effect (fgsm_repro.cpu_tuning): {', '.join(m.get('cpu_tuning', [])) or 'none'}. "
              f"Matmul peak (fp32 GFLOP/s) at the start: {peak}; each workload's bound uses the median of "
              "the peaks measured beside its repetitions (the machine's speed drifts). "
-             f"Target: {b['target']}. *Products alone* (attacks): only the attack's dense products — every "
-             "layer's forward product and its backward product to the layer's input, with the attack's shapes, "
-             "batches and compiler options, on random operands — timed as a third side in the same repetitions: "
-             "how close to the bound JAX's matrix products come here even if everything else were free. "
+             f"Target: {b['target']}. *Products alone* (attacks, conv epoch): only the workload's products — "
+             "for an attack every layer's forward product and its backward product to the layer's input, for the "
+             "conv epoch each step's convolutions and dense products (forward, input and weight gradients, in "
+             "the forms its training compiles to) — with the workload's shapes, batches and compiler options, "
+             "on random operands, timed as a third side in the same repetitions: how close to the bound JAX's "
+             "products come here even if everything else were free. "
              f"Commit `{p['git_commit'][:12]}`, {p['finished_at']}.", "",
              "| workload | JAX s | PyTorch s | speedup | ratio of medians | JAX GFLOP/s | JAX % of bound | "
              "PyTorch % of bound | JAX products alone, % of bound | JAX compile s | target met |",

@@ -2,6 +2,8 @@
 logits, same recipe update, same FGSM examples). Timing itself is never tested."""
 
 import json
+import re
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +175,33 @@ def test_the_products_alone_side_does_the_products_the_flops_count(name):
     assert all(bool(jnp.isfinite(o).all()) for o in jax.tree.leaves(out))  # the steps keep the values finite
 
 
+def _compiled_products(hlo: str) -> Counter:
+    """The convolutions and dots of a compiled program: result shape, window, layouts, contraction."""
+    found = Counter()
+    for line in hlo.splitlines():
+        if m := re.search(r"= (f32\[[\d,]*\])\S* (convolution|dot)\(", line):
+            attrs = re.findall(r"(window=\{[^}]*\}|dim_labels=[^,\s]+|(?:lhs|rhs)_contracting_dims=\{[^}]*\})", line)
+            found[(m.group(2), m.group(1), *attrs)] += 1
+    return found
+
+
+def test_the_conv_products_alone_are_the_epochs_products():
+    """The conv epoch's products-alone side compiles to the very convolutions and dots of one
+    training step of the epoch (same shapes, windows and layouts; no first-layer input gradient)."""
+    from fgsm_repro.bench.suite import _recipe, _synthetic, products_calls
+
+    w, s = WORKLOADS["convmaxout_cifar_epoch"], BenchSettings(conv_examples=256, unit_scale=0.1)
+    products, calls = products_calls(w, s)
+    assert len(calls) == 2  # one call per minibatch of 128
+    alone = _compiled_products(products.lower(*calls[0]).compile().as_text())
+    cfg, model = TrainConfig(epochs=1, **_recipe(w)), w.model(s)
+    tx, (x, y) = make_optimizer(cfg, 2), _synthetic(256, 0, w.image_shape)
+    epoch = make_train_epoch(model, SOFTMAX, tx, cfg).lower(init_state(model, tx, x, 0), jnp.asarray(x), jnp.asarray(y))
+    in_epoch = _compiled_products(epoch.compile().as_text())
+    assert alone == in_epoch and sum(alone.values()) == 3 * 3 - 1 + 3 * 2, alone
+    assert all(bool(jnp.isfinite(o).all()) for o in jax.tree.leaves(products(*calls[0])))
+
+
 def test_short_workloads_get_more_repetitions():
     from fgsm_repro.bench.suite import MAX_REPS, timed_reps
 
@@ -222,8 +251,8 @@ def test_bench_cli_writes_the_comparison(tmp_path):
         # the bound at the peak measured beside this workload's repetitions (one per repetition)
         assert len(w["matmul_peak_runs"]) == w["reps"] == record["settings"]["reps"]
         assert w["bound_seconds"] == pytest.approx(w["flops"] / (w["matmul_peak_gflops"] * 1e9))
-        # an attack's dense products alone, timed in the same repetitions
-        assert ("products_runs" in w) == (w["name"] == "fgsm_test")
+        # an attack's (the conv epoch's) products alone, timed in the same repetitions
+        assert ("products_runs" in w) == (w["name"] in ("fgsm_test", "convmaxout_cifar_epoch"))
         if "products_runs" in w:
             assert len(w["products_runs"]) == w["reps"]
             shares = [p / j for p, j in zip(w["products_runs"], w["jax_runs"], strict=True)]

@@ -7,10 +7,11 @@ alternating, and which side goes first alternating between repetitions); the spe
 median over the repetitions of the ratio within each, so that a slow stretch of the machine
 slows both sides of a ratio rather than one side's median. A data-parallel run adds a third side,
 the same JAX workload on one device, to the same repetitions; its scaling is likewise the median
-of the ratios within them. An attack adds its dense products alone (:func:`products_calls`) as a
-side, to show how close to the bound JAX's matrix products come here by themselves (one device;
-not in data-parallel runs). Extra sides run after the JAX and PyTorch pair. A short
-workload gets more repetitions (:func:`timed_reps`): one run is noisy on this machine.
+of the ratios within them. An attack, and the conv epoch, add their products alone
+(:func:`products_calls`) as a side, to show how close to the bound JAX's matrix products and
+convolutions come here by themselves (one device; not in data-parallel runs). Extra sides run
+after the JAX and PyTorch pair. A short workload gets more repetitions (:func:`timed_reps`): one
+run is noisy on this machine.
 
 FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
 the backward pass to the activations and to the weights (the first layer's input gradient is
@@ -214,9 +215,12 @@ def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]
     per batch, like the attack's): at every attack step, each layer's forward product and its
     backward product to the layer's input — the shapes that :meth:`Workload.flops` counts — on
     random operands, compiled with the attack programs' options. Timed, it is how fast the
-    attack would be if everything else (maxout, softmax, sign, clipping, transfers) were free."""
+    attack would be if everything else (maxout, softmax, sign, clipping, transfers) were free.
+    For the conv workload: :func:`conv_products_calls`."""
     from fgsm_repro.evaluation import EVAL_BATCH
 
+    if w.kind == "conv":
+        return conv_products_calls(w, s)
     steps = PGD_STEPS if w.kind == "pgd" else 1
 
     @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(w.model(s), attack=True))
@@ -235,6 +239,41 @@ def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]
     operands = {b: ([jax.random.normal(key, (b, k)) for k, _ in shapes],
                     [jax.random.normal(key, (b, m)) for _, m in shapes]) for b in set(sizes)}
     return products, [(*operands[b], weights) for b in sizes]
+
+
+def conv_products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]]:
+    """The conv net's training products alone, one call per minibatch: each conv layer's forward
+    convolution and its gradients to the kernel and (but for the first layer) to the input, in
+    the forms the model's training runs (:func:`fgsm_repro.models.conv_nhwc`), and the dense
+    layers' three products, on random operands, compiled with the conv programs' options. Timed,
+    it is how fast the epoch would be if maxout, pooling, dropout, the softmax and the optimizer
+    were free."""
+    from fgsm_repro.models import conv_nhwc
+
+    model = w.model(s)
+    *convs, _ = model.conv_inputs(*w.image_shape)
+    dense = w.dense_shapes(s)[len(convs):]
+
+    @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(model))
+    def products(maps, kernels, map_grads, inputs, weights, output_grads):
+        outputs = []
+        for i, (x, kernel, g, (*_, pad)) in enumerate(zip(maps, kernels, map_grads, convs, strict=True)):
+            y, vjp = jax.vjp(lambda x_, k_, p=pad: conv_nhwc(x_, k_, ((p, p), (p, p))), x, kernel)
+            dx, dkernel = vjp(g)
+            outputs += [y, dkernel] + ([dx] if i else [])  # the first layer's input gradient is not needed
+        for a, m, g in zip(inputs, weights, output_grads, strict=True):
+            outputs += [a @ m, g @ m.T, a.T @ g]
+        return outputs
+
+    key, batch = jax.random.PRNGKey(0), _recipe(w)["batch_size"]
+    maps = [jax.random.normal(key, (batch, h, wd, c)) for h, wd, c, *_ in convs]
+    kernels = [jax.random.normal(key, (k, k, c, o)) * 0.01 for _, _, c, o, k, _ in convs]
+    map_grads = [jax.random.normal(key, (batch, h + 2 * p - k + 1, wd + 2 * p - k + 1, o))
+                 for h, wd, _, o, k, p in convs]
+    inputs = [jax.random.normal(key, (batch, k)) for k, _ in dense]
+    weights = [jax.random.normal(key, shape) for shape in dense]
+    output_grads = [jax.random.normal(key, (batch, n)) for _, n in dense]
+    return products, [(maps, kernels, map_grads, inputs, weights, output_grads)] * (w.examples(s) // batch)
 
 
 def _products_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
@@ -386,7 +425,7 @@ def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSet
         sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
             sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
-        if w.kind in ("fgsm", "pgd") and not settings.data_parallel:  # the attack's dense products alone
+        if w.kind in ("fgsm", "pgd", "conv") and not settings.data_parallel:  # the products alone
             sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
         for name in [n for n in sides if n != "jax"]:  # warm-up
