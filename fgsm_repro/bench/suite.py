@@ -16,8 +16,10 @@ run is noisy on this machine.
 FLOPs count the dense matrix products only (2·m·k·n each): a training step is a forward pass,
 the backward pass to the activations and to the weights (the first layer's input gradient is
 not needed, except when the adversarial objective needs ∇ₓ); an attack step is a forward pass
-and the backward pass to the input. The arithmetic bound of a workload is its FLOPs at the
-matmul peak — no implementation can beat it.
+and the backward pass to the input. A conv layer counts as its dense-equivalent product at every
+output position, each of its gradients as much as its forward pass (the conv net's input
+gradients as compiled, forward convolutions of the padded gradient, do ~1% more in all). The
+arithmetic bound of a workload is its FLOPs at the matmul peak — no implementation can beat it.
 """
 
 from __future__ import annotations
