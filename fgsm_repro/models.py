@@ -253,6 +253,25 @@ class MaxoutMLP(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=kernel_init(self.weight_init), name="softmax")(h)
 
 
+class ConvGeometry(NamedTuple):
+    """A stride-1 conv layer on (height, width, channels) input maps with `filters` kernels of
+    kernel × kernel and zero padding `pad` on every side."""
+    height: int
+    width: int
+    channels: int
+    filters: int
+    kernel: int
+    pad: int
+
+    @property
+    def out_height(self) -> int:
+        return self.height + 2 * self.pad - self.kernel + 1
+
+    @property
+    def out_width(self) -> int:
+        return self.width + 2 * self.pad - self.kernel + 1
+
+
 class ConvMaxout(nn.Module):
     """Convolutional maxout network with the layers of the pylearn2 CIFAR-10 recipe (§4,
     T1.convmaxout; ``scripts/papers/maxout/cifar10.yaml``), on NHWC images.
@@ -277,21 +296,22 @@ class ConvMaxout(nn.Module):
     input_keep: float = 0.8
     hidden_keep: float = 0.5
 
-    def conv_inputs(self, height: int, width: int, in_channels: int) -> list[tuple[int, int, int, int, int, int]]:
-        """Per conv layer: (height, width, channels) of its input, its filters, kernel size and
-        padding; then (the input of the dense layers) (height, width, channels, 0, 0, 0)."""
+    def conv_layers(self, height: int, width: int, in_channels: int) -> tuple[list[ConvGeometry], tuple[int, int, int]]:
+        """Each conv layer's geometry on (height, width, in_channels) input, and the (height,
+        width, channels) of the maps the dense layers flatten."""
         layers = []
         for c, k, p, (window, stride) in zip(self.channels, self.kernels, self.pads, self.pools, strict=True):
-            layers.append((height, width, in_channels, c * self.pieces, k, p))
-            height, width = height + 2 * p - k + 1, width + 2 * p - k + 1
-            height, width, in_channels = (height - window) // stride + 1, (width - window) // stride + 1, c
-        return [*layers, (height, width, in_channels, 0, 0, 0)]
+            layer = ConvGeometry(height, width, in_channels, c * self.pieces, k, p)
+            layers.append(layer)
+            height, width = (layer.out_height - window) // stride + 1, (layer.out_width - window) // stride + 1
+            in_channels = c
+        return layers, (height, width, in_channels)
 
     def layer_shapes(self, height: int, width: int, in_channels: int) -> list[tuple[int, int, int]]:
         """Per layer, (output positions, dense-equivalent in × out): conv i is a
         (k·k·C_in) × (C_out) product at every output position, a dense layer one position."""
-        *convs, (h, w, c, _, _, _) = self.conv_inputs(height, width, in_channels)
-        shapes = [((hi + 2 * p - k + 1) * (wi + 2 * p - k + 1), k * k * ci, co) for hi, wi, ci, co, k, p in convs]
+        convs, (h, w, c) = self.conv_layers(height, width, in_channels)
+        shapes = [(g.out_height * g.out_width, g.kernel ** 2 * g.channels, g.filters) for g in convs]
         return [*shapes, (1, h * w * c, self.units * self.unit_pieces), (1, self.units, self.num_classes)]
 
     @nn.compact

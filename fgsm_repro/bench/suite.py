@@ -253,14 +253,15 @@ def conv_products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[t
     from fgsm_repro.models import conv_nhwc
 
     model = w.model(s)
-    *convs, _ = model.conv_inputs(*w.image_shape)
+    convs, _ = model.conv_layers(*w.image_shape)
     dense = w.dense_shapes(s)[len(convs):]
 
     @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(model))
     def products(maps, kernels, map_grads, inputs, weights, output_grads):
         outputs = []
-        for i, (x, kernel, g, (*_, pad)) in enumerate(zip(maps, kernels, map_grads, convs, strict=True)):
-            y, vjp = jax.vjp(lambda x_, k_, p=pad: conv_nhwc(x_, k_, ((p, p), (p, p))), x, kernel)
+        for i, (x, kernel, g, layer) in enumerate(zip(maps, kernels, map_grads, convs, strict=True)):
+            pad = ((layer.pad, layer.pad), (layer.pad, layer.pad))
+            y, vjp = jax.vjp(lambda x_, k_, pad=pad: conv_nhwc(x_, k_, pad), x, kernel)
             dx, dkernel = vjp(g)
             outputs += [y, dkernel] + ([dx] if i else [])  # the first layer's input gradient is not needed
         for a, m, g in zip(inputs, weights, output_grads, strict=True):
@@ -268,10 +269,9 @@ def conv_products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[t
         return outputs
 
     key, batch = jax.random.PRNGKey(0), _recipe(w)["batch_size"]
-    maps = [jax.random.normal(key, (batch, h, wd, c)) for h, wd, c, *_ in convs]
-    kernels = [jax.random.normal(key, (k, k, c, o)) * 0.01 for _, _, c, o, k, _ in convs]
-    map_grads = [jax.random.normal(key, (batch, h + 2 * p - k + 1, wd + 2 * p - k + 1, o))
-                 for h, wd, _, o, k, p in convs]
+    maps = [jax.random.normal(key, (batch, g.height, g.width, g.channels)) for g in convs]
+    kernels = [jax.random.normal(key, (g.kernel, g.kernel, g.channels, g.filters)) * 0.01 for g in convs]
+    map_grads = [jax.random.normal(key, (batch, g.out_height, g.out_width, g.filters)) for g in convs]
     inputs = [jax.random.normal(key, (batch, k)) for k, _ in dense]
     weights = [jax.random.normal(key, shape) for shape in dense]
     output_grads = [jax.random.normal(key, (batch, n)) for _, n in dense]
