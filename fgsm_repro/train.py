@@ -30,6 +30,7 @@ from fgsm_repro.config import TrainConfig
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import predict
 from fgsm_repro.metrics import error_rate
+from fgsm_repro.models import kernel_layout_gradients
 from fgsm_repro.objectives import Objective
 from fgsm_repro.optim import classical_momentum, decayed_learning_rate, linear_momentum, max_norm
 from fgsm_repro.sharding import data_mesh, split_batch
@@ -128,7 +129,8 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
     def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
         x, y, key = batch
         x, y = split_batch(x, mesh), split_batch(y, mesh)
-        loss, grads = loss_and_grad(state.params, x, y, key)
+        with kernel_layout_gradients(mesh is not None):  # the kernels' gradients all-reduced as laid out
+            loss, grads = loss_and_grad(state.params, x, y, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss

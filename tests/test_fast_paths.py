@@ -1,6 +1,6 @@
 """The fast paths compute what the straightforward ones do: the maxout gradient rule, the conv
-kernel gradient, and the CPU tunings of fgsm_repro.cpu_tuning (same random bits, same training up
-to float rounding)."""
+kernel gradient, the dense kernel gradient in the kernel's layout, and the CPU tunings of
+fgsm_repro.cpu_tuning (same random bits, same training up to float rounding)."""
 
 import json
 import os
@@ -18,7 +18,17 @@ from jax import lax
 from fgsm_repro import cpu_tuning
 from fgsm_repro.column_sum import sum_leading_axes
 from fgsm_repro.errors import ReproError
-from fgsm_repro.models import NHWC, Conv, ConvMaxout, MaxoutMLP, conv_nhwc, max_pool, maxout
+from fgsm_repro.models import (
+    NHWC,
+    Conv,
+    ConvMaxout,
+    MaxoutMLP,
+    conv_nhwc,
+    dense_product,
+    kernel_layout_gradients,
+    max_pool,
+    maxout,
+)
 
 
 def _plain_maxout(z, pieces):
@@ -61,6 +71,37 @@ def test_conv_gradients_are_laxs(shape):
     for got, want in zip(jax.grad(lambda *a: (ours(*a) * probe).sum(), argnums=(0, 1))(x, w),
                          jax.grad(lambda *a: (plain(*a) * probe).sum(), argnums=(0, 1))(x, w), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape, dims", [
+    ((7, 5), (((1,), (0,)), ((), ()))),  # nn.Dense on a batch
+    ((2, 3, 5), (((2,), (0,)), ((), ()))),  # nn.Dense on a batch of sequences
+    ((5, 7), (((0,), (0,)), ((), ()))),  # another product: JAX's own rule
+])
+def test_dense_product_gradients_are_laxs(x_shape, dims):
+    x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+    plain = lambda x_, w_: lax.dot_general(x_, w_, dims)  # noqa: E731
+    np.testing.assert_array_equal(dense_product(x, w, dims), plain(x, w))
+    probe = jax.random.normal(jax.random.PRNGKey(2), plain(x, w).shape)
+    for got, want in zip(jax.grad(lambda *a: (dense_product(*a, dims) * probe).sum(), argnums=(0, 1))(x, w),
+                         jax.grad(lambda *a: (plain(*a) * probe).sum(), argnums=(0, 1))(x, w), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_layout_gradients_only_where_asked():
+    model = MaxoutMLP(units=3, pieces=2, num_classes=4)
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 8))
+    params = model.init(jax.random.PRNGKey(1), x)["params"]
+    f = lambda x_: model.apply({"params": params}, x_)  # noqa: E731
+    jax.jvp(f, (x,), (x,))  # forward mode, as for any Flax model
+    with kernel_layout_gradients():
+        with pytest.raises(TypeError, match="custom_vjp"):  # the dense layers run through dense_product
+            jax.jvp(f, (x,), (x,))
+        inside = jax.grad(lambda p: model.apply({"params": p}, x).sum())(params)
+    outside = jax.grad(lambda p: model.apply({"params": p}, x).sum())(params)
+    for a, b in zip(jax.tree.leaves(inside), jax.tree.leaves(outside), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_conv_module_is_flax_conv():

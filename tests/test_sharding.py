@@ -9,10 +9,10 @@ import textwrap
 
 from conftest import REPO, run_two_processes
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent(r'''
     from fgsm_repro.sharding import data_mesh, initialize_distributed
     initialize_distributed()  # with FGSM_REPRO_DISTRIBUTED=1: before any computation
-    import json, jax, jax.numpy as jnp, numpy as np
+    import json, re, jax, jax.numpy as jnp, numpy as np
     from fgsm_repro.config import AttackConfig
     from fgsm_repro.evaluation import adversarial_examples, predict
     from fgsm_repro.models import MaxoutMLP
@@ -36,7 +36,11 @@ SCRIPT = textwrap.dedent('''
     tx = make_optimizer(cfg, 15)
     epoch = make_train_epoch(model, SOFTMAX, tx, cfg)
     state = init_state(model, tx, x, 0)
-    out["all_reduce"] = "all-reduce" in epoch.lower(state, jnp.asarray(x), jnp.asarray(y)).compile().as_text()
+    compiled = epoch.lower(state, jnp.asarray(x), jnp.asarray(y)).compile().as_text()
+    out["all_reduce"] = "all-reduce" in compiled
+    reduced = " ".join(line.split(" all-reduce(")[0] for line in compiled.splitlines() if " all-reduce(" in line)
+    out["reduced_matrices"] = sorted(set(re.findall(r"f32\[\d+,\d+\]", reduced)))
+    out["kernels"] = sorted({"f32[%d,%d]" % k.shape for k in jax.tree.leaves(state.params) if k.ndim == 2})
     attack = AttackConfig(eps=0.25)
     x, y = x[:398], y[:398]  # batches of 200 split across the devices, and 198 that does not split
     single = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200)
@@ -52,6 +56,7 @@ SCRIPT = textwrap.dedent('''
 def _check(out: dict, processes: list[int]) -> None:
     assert out["mesh_processes"] == processes  # the mesh spans the devices of every process
     assert out["all_reduce"]  # the gradients really are reduced across the devices
+    assert out["reduced_matrices"] == out["kernels"]  # in the kernels' layout (models.dense_product)
     assert out["max_param_diff"] < 1e-4
     assert out["attack_equal"] > 0.999 and out["logit_diff"] < 1e-5
 
