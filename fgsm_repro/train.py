@@ -24,6 +24,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 from fgsm_repro import cpu_tuning
 from fgsm_repro.config import TrainConfig
@@ -148,7 +149,19 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
 
     if seeds_together:
         train_epoch = jax.vmap(train_epoch, in_axes=(0, None, None))
-    return jax.jit(train_epoch, donate_argnums=0, compiler_options=cpu_tuning.compiler_options(model))
+    epoch = jax.jit(train_epoch, donate_argnums=0, compiler_options=cpu_tuning.compiler_options(model))
+    if mesh is None:
+        return epoch
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    # The epoch returns the state replicated over the mesh; handed over that way from the first
+    # call on (a no-op from the second), the epoch compiles once, not again on its second call.
+    @functools.wraps(train_epoch)
+    def on_mesh(state: TrainState, x: jax.Array, y: jax.Array):
+        return epoch(jax.device_put(state, replicated), x, y)
+
+    on_mesh.lower = lambda state, x, y: epoch.lower(jax.device_put(state, replicated), x, y)
+    return on_mesh
 
 
 def seeds_together_by_default() -> bool:

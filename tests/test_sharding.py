@@ -41,6 +41,14 @@ SCRIPT = textwrap.dedent(r'''
     reduced = " ".join(line.split(" all-reduce(")[0] for line in compiled.splitlines() if " all-reduce(" in line)
     out["reduced_matrices"] = sorted(set(re.findall(r"f32\[\d+,\d+\]", reduced)))
     out["kernels"] = sorted({"f32[%d,%d]" % k.shape for k in jax.tree.leaves(state.params) if k.ndim == 2})
+    lowered = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, _, **kw: lowered.append(kw.get("fun_name")) if event.endswith("jaxpr_to_mlir_module_duration")
+        else None)
+    fresh, state = make_train_epoch(model, SOFTMAX, tx, cfg), init_state(model, tx, x, 1)
+    for _ in range(3):
+        state, _ = fresh(state, jnp.asarray(x), jnp.asarray(y))
+    out["epoch_compiles"] = lowered.count("jit(train_epoch)")
     attack = AttackConfig(eps=0.25)
     x, y = x[:398], y[:398]  # batches of 200 split across the devices, and 198 that does not split
     single = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200)
@@ -57,6 +65,7 @@ def _check(out: dict, processes: list[int]) -> None:
     assert out["mesh_processes"] == processes  # the mesh spans the devices of every process
     assert out["all_reduce"]  # the gradients really are reduced across the devices
     assert out["reduced_matrices"] == out["kernels"]  # in the kernels' layout (models.dense_product)
+    assert out["epoch_compiles"] == 1  # not again when the state comes back replicated over the mesh
     assert out["max_param_diff"] < 1e-4
     assert out["attack_equal"] > 0.999 and out["logit_diff"] < 1e-5
 
