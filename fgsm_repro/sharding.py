@@ -123,13 +123,9 @@ def data_parallel_evaluation(enabled: bool) -> Iterator[None]:
         _EVAL_MESH.reset(token)
 
 
-def put_eval_params(params):
-    """The parameters replicated over the mesh of :func:`data_parallel_evaluation`, which the
-    evaluation batches are split across (through the host: another process's devices cannot be
-    written directly); as they are without one."""
-    mesh = _EVAL_MESH.get()
-    if mesh is None:
-        return params
+def replicate(tree, mesh: Mesh):
+    """The arrays of `tree` replicated over `mesh` (through the host: another process's devices
+    cannot be written directly); arrays already replicated so are returned as they are."""
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def put(p):
@@ -137,7 +133,14 @@ def put_eval_params(params):
             return p
         return jax.device_put(np.asarray(p), replicated)
 
-    return jax.tree.map(put, params)
+    return jax.tree.map(put, tree)
+
+
+def put_eval_params(params):
+    """The parameters replicated over the mesh of :func:`data_parallel_evaluation`, which the
+    evaluation batches are split across; as they are without one."""
+    mesh = _EVAL_MESH.get()
+    return params if mesh is None else replicate(params, mesh)
 
 
 def put_eval_batch(x):

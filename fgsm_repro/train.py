@@ -24,7 +24,6 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec
 
 from fgsm_repro import cpu_tuning
 from fgsm_repro.config import TrainConfig
@@ -34,7 +33,7 @@ from fgsm_repro.metrics import error_rate
 from fgsm_repro.models import kernel_layout_gradients
 from fgsm_repro.objectives import Objective
 from fgsm_repro.optim import classical_momentum, decayed_learning_rate, linear_momentum, max_norm
-from fgsm_repro.sharding import data_mesh, split_batch
+from fgsm_repro.sharding import data_mesh, replicate, split_batch
 
 
 class TrainState(struct.PyTreeNode):
@@ -152,15 +151,14 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
     epoch = jax.jit(train_epoch, donate_argnums=0, compiler_options=cpu_tuning.compiler_options(model))
     if mesh is None:
         return epoch
-    replicated = NamedSharding(mesh, PartitionSpec())
 
     # The epoch returns the state replicated over the mesh; handed over that way from the first
     # call on (a no-op from the second), the epoch compiles once, not again on its second call.
     @functools.wraps(train_epoch)
     def on_mesh(state: TrainState, x: jax.Array, y: jax.Array):
-        return epoch(jax.device_put(state, replicated), x, y)
+        return epoch(replicate(state, mesh), x, y)
 
-    on_mesh.lower = lambda state, x, y: epoch.lower(jax.device_put(state, replicated), x, y)
+    on_mesh.lower = lambda state, x, y: epoch.lower(replicate(state, mesh), x, y)
     return on_mesh
 
 
