@@ -1,5 +1,6 @@
 # fgsm-repro: `make reproduce-all` runs every implemented experiment and rebuilds the report;
-# `make test` installs what it needs and runs the tests. Both start from a fresh clone.
+# `make test` installs what it needs and runs the tests (`make test-fast`: the unit tier). Both
+# start from a fresh clone.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ PROFILE ?= paper
 OFFLINE_DATA ?= $(firstword $(wildcard ../shared/data))
 PYTEST_ARGS ?=
 
-.PHONY: install data test reproduce-all report lint clean-runs bench bench-deps
+.PHONY: install data test test-fast reproduce-all report lint clean-runs bench bench-deps
 
 $(BIN)/fgsm-repro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ data: install
 
 test: data bench-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The unit tier: no PyTorch, no subprocesses, no regression runs (a couple of minutes on 2 cores).
+test-fast: data
+	$(BIN)/pytest -m "not slow and not bench" $(PYTEST_ARGS)
 
 reproduce-all: data
 	$(BIN)/fgsm-repro reproduce --profile $(PROFILE)

@@ -1,7 +1,7 @@
-"""fgsm-repro: 'Explaining and Harnessing Adversarial Examples' (ICLR 2015), reproduced in JAX."""
+"""fgsm-repro: 'Explaining and Harnessing Adversarial Examples' (ICLR 2015), reproduced in JAX.
 
-from fgsm_repro import cpu_tuning
+Importing the package changes nothing global: :class:`fgsm_repro.runtime.Runtime` applies the
+CPU tunings, the compilation cache and several processes (the CLI does it first).
+"""
 
 __version__ = "0.1.0"
-
-cpu_tuning.set_xla_flags()  # before JAX starts its backend (no jax import here)

@@ -15,9 +15,8 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from fgsm_repro import cpu_tuning  # noqa: E402
 from fgsm_repro.errors import ReproError  # noqa: E402
-from fgsm_repro.processes import distributed  # noqa: E402
+from fgsm_repro.runtime import Runtime  # noqa: E402
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Reproduce 'Explaining and Harnessing Adversarial Examples' (Goodfellow et al., 2015).")
@@ -57,61 +56,25 @@ def train(
     run_dir: Annotated[Path | None, typer.Option(help="Checkpoint dir [default: runs/<config>.<profile>.seed<N>].")]
     = None,
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint in the run dir.")] = False,
+    training: Annotated[str | None, typer.Option(help="Which of the config's trainings [default: its only one, "
+                                                 "or 'model'].")] = None,
     data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ):
-    """Train the model of CONFIG; resumes from the run dir's last checkpoint if there is one."""
-    import shutil
+    """Train a model of CONFIG; resumes from the run dir's last checkpoint if there is one."""
+    from fgsm_repro.processes import writes_files
+    from fgsm_repro.runs import default_run_dir, train_run
 
-    import orbax.checkpoint as ocp
-
-    from fgsm_repro.config import load_config, train_overrides
-    from fgsm_repro.data import make_splits
-    from fgsm_repro.evaluation import evaluate
-    from fgsm_repro.experiments.common import fit_logged
-    from fgsm_repro.models import build_model
-    from fgsm_repro.processes import require_data_parallel, sync, writes_files
-    from fgsm_repro.sharding import data_parallel_evaluation
-
-    cfg = load_config(config, profile, **train_overrides(data_parallel))
-    require_data_parallel(cfg.train.data_parallel, config)
-    seed = cfg.seeds[0] if seed is None else seed
-    run_dir = Path(run_dir or Path("runs") / f"{Path(config).stem}.{profile}.seed{seed}").resolve()
-    if fresh and run_dir.exists() and writes_files():
-        shutil.rmtree(run_dir)
-    sync("fresh run dir")
     ctx = _context(data_dir, quiet=quiet)
-    start = time.perf_counter()
-    splits = make_splits(cfg.data, data_dir)
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    with data_parallel_evaluation(cfg.train.data_parallel):
-        result, = fit_logged(model, objective, cfg.train, splits, [seed], ctx,
-                             label=f"train {Path(config).stem} [{profile}]",
-                             checkpoint_dirs=[run_dir / "checkpoints"],
-                             config_hash=f"{cfg.training_hash()}-seed{seed}")
-        clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
-    # Write the final parameters beside, then swap them in: never a half-written `final/`.
-    final, staged = run_dir / "final", run_dir / "final.partial"
+    with ctx.progress(f"train {Path(config).stem} [{profile}]", None) as advance:
+        record = train_run(config, profile, training=training, seed=seed, run_dir=run_dir, fresh=fresh,
+                           data_parallel=data_parallel, data_dir=data_dir, on_epoch=lambda rec, _: advance(rec))
     if writes_files():
-        shutil.rmtree(staged, ignore_errors=True)
-    sync("final.partial cleared")
-    with ocp.StandardCheckpointer() as ckptr:  # every process takes part; orbax writes once
-        ckptr.save(staged, result.params)
-    if writes_files():
-        shutil.rmtree(final, ignore_errors=True)
-        staged.rename(final)
-        info = {"config": str(Path(config).resolve()), "profile": profile, "seed": seed, "config_hash": cfg.hash(),
-                "training_hash": cfg.training_hash(),
-                "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "val_error": result.best_val_error, "test_error": clean["error"],
-                "wall_time_s": round(time.perf_counter() - start, 2)}
-        (run_dir / "run.json.partial").write_text(json.dumps(info, indent=2))
-        (run_dir / "run.json.partial").replace(run_dir / "run.json")
-        out.print(f"trained {cfg.model.name} on {splits.info.label}: {result.epochs_run} epochs "
-                  f"(best {result.best_epoch}), validation error {_pct(result.best_val_error)}, "
-                  f"test error {_pct(clean['error'])}  ->  {run_dir}")
-    sync("run written")  # no process ends before the run is complete on disk
+        where = Path(run_dir or default_run_dir(config, profile, record["seed"])).resolve()
+        out.print(f"trained {record['model']} on {record['dataset']['label']}: {record['epochs_run']} epochs "
+                  f"(best {record['best_epoch']}), validation error {_pct(record['val_error'])}, "
+                  f"test error {_pct(record['test_error'])}  ->  {where}")
 
 
 def _pct(v):
@@ -128,92 +91,82 @@ def _parse_clip(clip: str | None):
     return (low, high)
 
 
+def _parse_params(params: list[str]) -> dict:
+    """--param KEY=VALUE pairs, each value read as YAML (numbers, true/false, lists)."""
+    import yaml
+
+    settings = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ReproError(f"--param expects KEY=VALUE (e.g. steps=40), got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
 @app.command()
 def attack(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `fgsm-repro train`.")],
+    attack_name: Annotated[str | None, typer.Option("--attack", help="Attack name, e.g. fgsm or pgd "
+                                                    "[default: the config's].")] = None,
     eps: Annotated[float | None, typer.Option(help="L-inf size [default: the config's].")] = None,
     clip: Annotated[str | None, typer.Option(help="LOW,HIGH to clip the examples, or none [default: the config's]."
                                              )] = None,
     labels: Annotated[str | None, typer.Option(help="true or predicted labels [default: the config's].")] = None,
+    params: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE for the attack's other settings "
+                                                     "(e.g. --param steps=40); repeatable.")] = None,
     save_examples: Annotated[int, typer.Option(min=0, help="Save this many clean/adversarial test examples (.npz).")
                              ] = 0,
     output: Annotated[Path | None, typer.Option("--out", help="Write the metrics as JSON here.")] = None,
     data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
 ):
-    """FGSM on the test set against a trained model: adversarial error and confidences."""
-    import orbax.checkpoint as ocp
-
-    from fgsm_repro.config import AttackConfig, load_config, train_overrides
-    from fgsm_repro.data import make_splits
-    from fgsm_repro.evaluation import evaluate
-    from fgsm_repro.experiments.common import fgsm_metrics
-    from fgsm_repro.models import build_model
+    """An attack (the config's, or --attack) on the test set against a trained model: error and confidences."""
+    from fgsm_repro.config.attacks import NestedFieldError, parse_attack
+    from fgsm_repro.evaluation import attack_metrics, evaluate
     from fgsm_repro.processes import sync, writes_files
-    from fgsm_repro.sharding import data_parallel_evaluation
-    from fgsm_repro.train import init_state, make_optimizer
+    from fgsm_repro.runs import load_run
 
-    info_path = Path(run_dir) / "run.json"
-    if not info_path.is_file():
-        raise ReproError(f"{run_dir}: not a trained run (no run.json); train one with `fgsm-repro train CONFIG`")
+    run = load_run(run_dir, data_parallel=data_parallel, data_dir=data_dir)
+    settings = run.cfg.attack.model_dump()
+    if attack_name is not None and attack_name != settings["name"]:  # another attack: only the common settings
+        settings = {"name": attack_name, **{k: settings[k] for k in ("eps", "clip", "labels") if k in settings}}
+    given = {"eps": eps, "clip": _parse_clip(clip) if clip is not None else ..., "labels": labels}
+    settings |= {k: v for k, v in given.items() if v is not None and v is not ...} | _parse_params(params or [])
     try:
-        info = json.loads(info_path.read_text())
-        config_path, profile, trained_hash = info["config"], info["profile"], info["training_hash"]
-    except (ValueError, KeyError) as e:
-        raise ReproError(f"{info_path}: unreadable run record ({type(e).__name__}: {e}); train again") from None
-    cfg = load_config(config_path, profile, **train_overrides(data_parallel))
-    if cfg.training_hash() != trained_hash:
-        raise ReproError(f"the data/model/train sections of {config_path} changed since {run_dir} was trained; "
-                         "train again or restore the config")
-    settings = cfg.attack.model_dump()
-    if eps is not None:
-        settings["eps"] = eps
-    if clip is not None:
-        settings["clip"] = _parse_clip(clip)
-    if labels is not None:
-        settings["labels"] = labels
-    try:
-        attack_cfg = AttackConfig(**settings)
-    except Exception as e:
-        msg = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
-        raise ReproError(f"attack option {'.'.join(map(str, msg['loc']))}: {msg['msg']}") from None
+        spec = parse_attack(settings)
+    except NestedFieldError as e:
+        raise ReproError(f"attack option {e}") from None
     start = time.perf_counter()
-    splits = make_splits(cfg.data, data_dir)
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    template = init_state(model, make_optimizer(cfg.train), splits.x_test, 0).params
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(Path(run_dir).resolve() / "final", template)
-    except Exception as e:  # orbax raises many types for missing or damaged checkpoints
-        raise ReproError(f"{run_dir}/final: cannot restore the trained parameters ({type(e).__name__}); "
-                         "train again") from None
-    with data_parallel_evaluation(cfg.train.data_parallel):
-        clean = evaluate(model, objective, params, splits.x_test, splits.y_test)
-        adv, x_adv = fgsm_metrics(model, objective, params, splits.x_test, splits.y_test, attack_cfg)
+    x, y = run.splits.x_test, run.splits.y_test
+    clean = evaluate(run.model, run.objective, run.params, x, y, mesh=run.mesh)
+    adv, x_adv = attack_metrics(run.model, run.objective, run.params, x, y, spec, mesh=run.mesh)
     if writes_files():  # of several processes, the first reports and writes
-        _report_attack(run_dir, output, save_examples, attack_cfg, splits, info, clean, adv, x_adv, start)
+        _report_attack(run, output, save_examples, spec, clean, adv, x_adv, start)
     sync("attack written")
 
 
-def _report_attack(run_dir, output, save_examples, attack_cfg, splits, info, clean, adv, x_adv, start) -> None:
+def _report_attack(run, output, save_examples, spec, clean, adv, x_adv, start) -> None:
     import numpy as np
 
     from fgsm_repro.results import device_info, git_state
 
-    table = Table(title=f"FGSM eps={attack_cfg.eps:g} on {len(splits.y_test)} test images ({splits.info.label})")
+    splits = run.splits
+    table = Table(title=f"{spec.describe()} on {len(splits.y_test)} test images ({splits.info.label})")
     for col in ("", "error", "mean confidence", "confidence on mistakes"):
         table.add_column(col)
     for name, m in (("clean", clean), ("adversarial", adv)):
         table.add_row(name, _pct(m["error"]), _pct(m["confidence_all"]), _pct(m["confidence_mistakes"]))
     out.print(table)
-    record = {"run_dir": str(Path(run_dir).resolve()), "attack": attack_cfg.model_dump(mode="json"),
+    info = run.record
+    record = {"run_dir": str(Path(run.run_dir).resolve()), "attack": spec.model_dump(mode="json"),
               "clean": clean, "adversarial": adv,
               "provenance": {**git_state(), "config_hash": info["config_hash"], "seed": info["seed"],
                              "profile": info["profile"], "dataset": splits.info.as_dict(), "device": device_info(),
                              "wall_time_s": round(time.perf_counter() - start, 2)}}
     if save_examples:
         n = min(save_examples, len(x_adv))
-        path = Path(output or Path(run_dir) / "attack.json").with_suffix(".examples.npz")
+        path = Path(output or Path(run.run_dir) / "attack.json").with_suffix(".examples.npz")
         np.savez_compressed(path, x=splits.x_test[:n], x_adv=x_adv[:n], y=splits.y_test[:n])
         out.print(f"saved {n} examples -> {path}")
     if output:
@@ -256,24 +209,14 @@ def reproduce(
 
 
 def _print_summary(results_dir: Path):
-    from fgsm_repro.report import _best_records
-    from fgsm_repro.results import read_results
-
-    best = _best_records(read_results(results_dir), include_ci=True)
-    from fgsm_repro.reference import TARGETS
+    from fgsm_repro.report import summary_rows
 
     table = Table(title="paper vs measured (percent)")
-    for col in ("ID", "metric", "paper", "measured", "band", "verdict", "profile"):
+    columns = ("claim", "metric", "paper", "measured", "band", "verdict", "profile")
+    for col in columns:
         table.add_column(col)
-    for t in TARGETS:
-        rec = best.get(t.claim)
-        if rec is None or t.paper is None:
-            continue
-        value = rec["measured"][t.claim].get(t.metric)
-        within = t.within(value) if value is not None else None
-        table.add_row(t.claim, t.metric, f"{t.paper:g}", "—" if value is None else f"{value:.2f}",
-                      f"±{t.band:g}", {True: "within", False: "OUTSIDE", None: "—"}[within],
-                      rec["provenance"]["profile"])
+    for row in summary_rows(results_dir):
+        table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
 
 
@@ -314,29 +257,15 @@ def bench(
     """Time our JAX workloads against PyTorch + torchattacks on this machine -> results/bench.json."""
     from dataclasses import replace
 
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    from fgsm_repro.bench import BenchSettings, run_bench
+    from fgsm_repro.bench import BenchSettings, run_bench, write_bench
     from fgsm_repro.report import write_report
-    from fgsm_repro.results import RESULTS_DIR, write_json
+    from fgsm_repro.results import RESULTS_DIR
 
     settings = (BenchSettings.quick() if quick else
                 BenchSettings(reps=reps, min_timed_seconds=min_seconds, examples=examples))
     settings = replace(settings, threads=threads, data_parallel=data_parallel)
-    # The record's compile times are compilations, not loads from the persistent cache. JAX
-    # decides once per process whether to use the cache: reset it, so that the switch counts.
-    cache_was_on = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
-    try:
-        record = run_bench(only, settings, log=out.print)
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cache_was_on)
-        compilation_cache.reset_cache()
     results_dir = Path(results_dir or RESULTS_DIR)
-    stem = "bench" + (".quick" if quick else "") + (f".dp{record['devices']}" if data_parallel else "")
-    path = write_json(record, results_dir / f"{stem}.json")
+    path = write_bench(run_bench(only, settings, log=out.print), results_dir)
     out.print(f"benchmark -> {path}; report -> {write_report(results_dir)}")
 
 
@@ -394,26 +323,9 @@ def data_info(name: Annotated[str, typer.Argument(help="mnist or cifar10.")], da
     out.print_json(json.dumps(read_provenance(dataset_dir(stored, root))))
 
 
-def _compilation_cache() -> None:
-    """JAX's persistent compilation cache, so that repeated CLI runs do not compile the same
-    programs again: $FGSM_REPRO_JAX_CACHE (``off`` disables it) or ~/.cache/fgsm-repro/jax.
-    Set through JAX's own environment variables, read when jax is first imported. Every program
-    is cached: JAX's default skips those that compile in under a second, which here is nearly
-    all of them (an epoch of the 240-unit maxout compiles in about 0.8 s)."""
-    where = os.environ.get("FGSM_REPRO_JAX_CACHE", str(Path.home() / ".cache" / "fgsm-repro" / "jax"))
-    if where.lower() != "off":
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", where)
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-
 def main() -> None:
     try:
-        _compilation_cache()
-        cpu_tuning.selected()  # a bad FGSM_REPRO_CPU_TUNING: one line, before any work
-        if distributed():  # several hosts: see fgsm_repro.sharding
-            from fgsm_repro.sharding import initialize_distributed
-
-            initialize_distributed()
+        Runtime.from_env().apply()  # before JAX starts; a bad FGSM_REPRO_* value is one line
         app()
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,35 +1,16 @@
-"""Settings of JAX's CPU backend that the benchmark measured to help (``fgsm-repro bench``;
-numbers in the issue notes and results/bench.json), applied by default:
+"""Settings of JAX's CPU backend that `fgsm-repro bench` measured to help, applied by
+:class:`fgsm_repro.runtime.Runtime` (the CLI applies them by default; nothing is applied on import):
 
-- ``--xla_cpu_experimental_ynn_fusion_type=-reduce`` in XLA_FLAGS: XLA otherwise hands fused
-  reductions to YNNPACK, and the max-norm constraint (column norms of p + update, then the
-  rescale) ran there at ~11 GB/s — 29 ms of a 100 ms training step of the 1600-unit maxout
-  network. XLA's own emitter does it in half the time. Set in the environment when fgsm_repro is
-  imported, so it applies if JAX's backend has not started yet; a user's own
-  ``xla_cpu_experimental_ynn_fusion_type`` in XLA_FLAGS is left alone, and the flag is only
-  added for the jaxlib release it was measured with (XLA aborts on a flag it does not know).
-- The unrolled threefry lowering (the one JAX uses on GPUs) for the CPU too: JAX lowers
-  threefry2x32 on the CPU as a rolled 5-iteration loop to save compile time, and the dropout
-  masks of every step then cost 5 small loop iterations each. Same algorithm, same bits.
-- YNNPACK off (:func:`compiler_options`, per program) for the programs of a convolutional model
-  (its training epoch, evaluation and attacks) and for attack programs (a forward pass and the
-  gradient to the input). XLA 0.10 hands dots and convolutions to YNNPACK too; its forward
-  convolution ran the conv maxout net's second layer at ~120 GFLOP/s against ~175 for XLA's own
-  (Eigen), XLA's kernel gradient (:func:`fgsm_repro.models.conv_nhwc`) at 8–50 GFLOP/s against
-  90–175, and FGSM on the 240-unit maxout net took 335 ms per 10k images against 310. Dense
-  training epochs keep it (the adversarial epochs measured 5–10% slower without).
+- ``reduce``: ``--xla_cpu_experimental_ynn_fusion_type=-reduce`` in XLA_FLAGS, so that fused
+  reductions (the max-norm constraint's column norms) run in XLA's own emitter, not YNNPACK.
+- ``threefry``: JAX's unrolled threefry lowering (the one it uses on GPUs) on the CPU too, for the
+  dropout masks drawn every step. Same algorithm, same bits.
+- ``conv`` / ``attack``: YNNPACK off, per program (:func:`compiler_options`), for the programs of
+  a convolutional model and for attack programs, where XLA's own convolutions and dots ran faster.
 
-Those numbers are from an AMD EPYC (Zen, ~170 GFLOP/s fp32 matmul peak on its 2 cores). On an Intel
-Xeon (Sapphire Rapids, AVX-512, ~380 GFLOP/s) each tuning was measured again alone, its variants
-compiled side by side in one process and timed interleaved (medians of 5–15 paired repetitions;
-session 14's notes on issue 4): the reduce flag made the 1600-unit clean epoch 1.34x faster (8.31 →
-6.12 s; all YNNPACK off instead: 1.18x, so dense training keeps YNNPACK's dots), the unrolled threefry
-5% more (5.87 s), YNNPACK off the conv epoch 2.96x (19.4 → 6.5 s; the reduce flag alone changed
-nothing there) and FGSM and PGD-10 1.15x and 1.13x.
-
-``FGSM_REPRO_CPU_TUNING=0`` turns all of them off; a comma-separated list of names picks some
-(``reduce``, ``threefry``, ``conv``, ``attack``: e.g. ``FGSM_REPRO_CPU_TUNING=reduce,conv``), so each
-can be measured alone on another CPU. An unknown name is an error.
+A user's own ``xla_cpu_experimental_ynn_fusion_type`` in XLA_FLAGS is left alone, and the flags
+are only set for the jaxlib release they were measured with (XLA aborts on a flag it does not
+know). What each is worth, measured: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -48,13 +29,15 @@ CONV_TUNING, ATTACK_TUNING = "conv_programs_without_ynnpack", "attack_programs_w
 _applied: list[str] = []
 
 
-NAMES = ("reduce", "threefry", "conv", "attack")  # the tunings FGSM_REPRO_CPU_TUNING can pick
+NAMES = ("reduce", "threefry", "conv", "attack")  # the tunings a Runtime can pick
+_selected: frozenset[str] = frozenset()  # none until fgsm_repro.runtime applies some
 
 
-def selected() -> frozenset[str]:
-    """The tunings FGSM_REPRO_CPU_TUNING asks for: all ("1", unset), none ("0"), or a list."""
-    value = os.environ.get("FGSM_REPRO_CPU_TUNING", "1").strip()
-    if value in ("1", ""):
+def parse(value: str | None) -> frozenset[str]:
+    """The tunings named by `value` (FGSM_REPRO_CPU_TUNING): all ("1", empty, None), none ("0"),
+    or a comma-separated list of NAMES."""
+    value = (value or "1").strip()
+    if value == "1":
         return frozenset(NAMES)
     if value == "0":
         return frozenset()
@@ -65,9 +48,23 @@ def selected() -> frozenset[str]:
     return names
 
 
+def configure(names: frozenset[str]) -> None:
+    """Select the tunings `names`: sets XLA_FLAGS (read when JAX's CPU backend starts, so before
+    it does) and registers the threefry lowering. Called by :meth:`fgsm_repro.runtime.Runtime.apply`."""
+    global _selected
+    _selected = frozenset(names)
+    set_xla_flags()
+    unroll_threefry()
+
+
+def selected() -> frozenset[str]:
+    """The tunings in use."""
+    return _selected
+
+
 def enabled(name: str) -> bool:
     """Whether tuning `name` (one of NAMES) is on."""
-    return name in selected()
+    return name in _selected
 
 
 @functools.cache  # read once: compiler_options runs on every evaluation / attack call
@@ -83,11 +80,7 @@ def _measured_jaxlib() -> bool:
 def set_xla_flags() -> None:
     """Add the reduce-fusion flag to XLA_FLAGS (read when JAX's CPU backend starts)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    try:
-        wanted = enabled("reduce")
-    except ReproError:  # the CLI reports it (cli.main); importing the models or attacks raises it
-        return
-    if not wanted or "xla_cpu_experimental_ynn_fusion_type" in flags or not _measured_jaxlib():
+    if not enabled("reduce") or "xla_cpu_experimental_ynn_fusion_type" in flags or not _measured_jaxlib():
         return
     os.environ["XLA_FLAGS"] = f"{flags} {REDUCE_FLAG}".strip()
     _applied.append(REDUCE_FLAG)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from fgsm_repro import cpu_tuning
-from fgsm_repro.attacks import ATTACKS
-from fgsm_repro.config import AttackConfig
+from fgsm_repro.attacks.common import Victim
 from fgsm_repro.errors import ReproError
 from fgsm_repro.metrics import summarize
 from fgsm_repro.objectives import Objective
-from fgsm_repro.sharding import put_eval_batch, put_eval_params, to_host
+from fgsm_repro.sharding import put_eval_batch, replicate, to_host
 
 EVAL_BATCH = 2000
+# Attacks that draw random numbers (PGD's start) get this key unless given one; batch i of the
+# inputs, starting at example s, uses fold_in(key, s), so the examples do not depend on how many
+# batches run at once.
+ATTACK_KEY = 0
+AttackFn = Callable[[Victim, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def _batches(n: int, size: int):
@@ -28,44 +35,65 @@ def check_finite(x: np.ndarray, what: str = "inputs") -> None:
         raise ReproError(f"{what} contain NaN or infinite values")
 
 
+def _placed(params, mesh: Mesh | None):
+    """The parameters replicated over `mesh` (the evaluation batches are split across it)."""
+    return params if mesh is None else replicate(params, mesh)
+
+
 @functools.partial(cpu_tuning.jit_per_model, static_argnums=(0, 1))
 def _logits(model: nn.Module, objective: Objective, params, x):
     logits = model.apply({"params": params}, x)
     return objective.predict(logits), objective.confidence(logits), logits
 
 
-def predict(model: nn.Module, objective: Objective, params, x: np.ndarray,
-            batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(predicted labels, confidence of the prediction, logits) for all of `x`."""
-    params = put_eval_params(params)
-    outs = [_logits(model, objective, params, put_eval_batch(x[s])) for s in _batches(len(x), batch_size)]
+def predict(model: nn.Module, objective: Objective, params, x: np.ndarray, batch_size: int = EVAL_BATCH, *,
+            mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted labels, confidence of the prediction, logits) for all of `x`; with a `mesh`,
+    each batch is split across its devices."""
+    params = _placed(params, mesh)
+    outs = [_logits(model, objective, params, put_eval_batch(x[s], mesh)) for s in _batches(len(x), batch_size)]
     return tuple(np.concatenate([to_host(o[i]) for o in outs]) for i in range(3))
 
 
-@functools.partial(cpu_tuning.jit_per_model, attack=True,
-                   static_argnames=("model", "objective", "attack", "clip", "labels"))
-def _attack_batch(model, objective, params, x, y, eps, *, attack, clip, labels):
-    def loss_fn(x_, y_):
-        return objective.loss(model.apply({"params": params}, x_), y_).sum()
+def victim(model: nn.Module, objective: Objective, params) -> Victim:
+    """`model` with `params`, as the attacks see it."""
+    def logits(x):
+        return model.apply({"params": params}, x)
 
-    y_used = objective.predict(model.apply({"params": params}, x)) if labels == "predicted" else y
-    return ATTACKS[attack](loss_fn, x, y_used, eps, clip=clip)
+    return Victim(logits=logits, loss=lambda x, y: objective.loss(logits(x), y).sum(),
+                  predict=lambda x: objective.predict(logits(x)))
+
+
+@functools.partial(cpu_tuning.jit_per_model, attack=True, static_argnums=(0, 1, 2))
+def _attack_batch(model, objective, attack, params, x, y, key):
+    return attack(victim(model, objective, params), x, y, key)
 
 
 def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
-                         attack: AttackConfig, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """The attack of `attack` applied to all of `x`, generated on `model` itself."""
+                         attack: AttackFn, batch_size: int = EVAL_BATCH, *, key: jax.Array | None = None,
+                         mesh: Mesh | None = None) -> np.ndarray:
+    """``attack(victim, x, y, key)`` — an attack spec of :mod:`fgsm_repro.config.attacks`, or any
+    hashable pure function of that signature — applied to all of `x`, generated on `model` itself."""
     check_finite(x)
-    params = put_eval_params(params)
+    params = _placed(params, mesh)
+    key = jax.random.PRNGKey(ATTACK_KEY) if key is None else key
     # Every batch dispatched before the first is read back: the host prepares the next while XLA runs.
-    out = [_attack_batch(model, objective, params, put_eval_batch(x[s]), put_eval_batch(y[s]), attack.eps,
-                         attack=attack.name, clip=attack.clip, labels=attack.labels)
+    out = [_attack_batch(model, objective, attack, params, put_eval_batch(x[s], mesh), put_eval_batch(y[s], mesh),
+                         jax.random.fold_in(key, s.start))
            for s in _batches(len(x), batch_size)]
     return np.concatenate([to_host(o) for o in out])
 
 
-def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray) -> dict:
+def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray, *,
+             mesh: Mesh | None = None) -> dict:
     """Error rate and confidences (percent) of `model` on (x, y)."""
     check_finite(x)
-    pred, conf, _ = predict(model, objective, params, x)
+    pred, conf, _ = predict(model, objective, params, x, mesh=mesh)
     return summarize(pred, conf, y)
+
+
+def attack_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray, attack: AttackFn, *,
+                   mesh: Mesh | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics of `model` on the examples `attack` generates on it, and the examples."""
+    x_adv = adversarial_examples(model, objective, params, x, y, attack, mesh=mesh)
+    return evaluate(model, objective, params, x_adv, y, mesh=mesh), x_adv

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fgsm_repro.column_sum import column_sum
+from fgsm_repro.ops.column_sum import column_sum
 
 
 class MomentumState(NamedTuple):
@@ -77,7 +77,7 @@ def column_norms(kernel: jax.Array) -> jax.Array:
 
 def _column_norms_of_sum(p: jax.Array, u: jax.Array) -> jax.Array:
     """``column_norms(p + u)``, without writing p + u or its square to memory (XLA's CPU backend
-    did, and the constraint cost as much as the momentum update; see :mod:`fgsm_repro.column_sum`)."""
+    did, and the constraint cost as much as the momentum update; see :mod:`fgsm_repro.ops.column_sum`)."""
     p, u = p.reshape(-1, p.shape[-1]), u.reshape(-1, u.shape[-1])
     return jnp.sqrt(column_sum(lambda lo, hi: (p[lo:hi] + u[lo:hi]) ** 2, p.shape[0]))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
-from fgsm_repro.results import RESULTS_DIR, read_results
+from fgsm_repro.results import RESULTS_DIR, ResultRecord, config_changed, read_results
 
 PROFILE_ORDER = ("paper", "fast", "ci")  # the main table shows the most faithful profile measured
 
@@ -23,7 +23,7 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
-def _best_records(records: list[dict], include_ci: bool = False) -> dict[str, dict]:
+def best_records(records: list[dict], include_ci: bool = False) -> dict[str, dict]:
     """claim ID -> the record of the most faithful profile that measured it. `ci` runs are
     regression baselines (minutes of training), not reproductions: left out unless asked for."""
     best: dict[str, dict] = {}
@@ -52,8 +52,26 @@ def _notes(target, rec: dict) -> str:
     return "; ".join(parts) or "—"
 
 
+def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
+    """Per numeric claim measured (ci runs included): claim, metric, paper, measured, band,
+    verdict and profile, formatted for a terminal table."""
+    best = best_records(read_results(results_dir), include_ci=True)
+    rows = []
+    for t in TARGETS:
+        rec = best.get(t.claim)
+        if rec is None or t.paper is None:
+            continue
+        value = rec["measured"][t.claim].get(t.metric)
+        within = t.within(value) if value is not None else None
+        rows.append({"claim": t.claim, "metric": t.metric, "paper": f"{t.paper:g}",
+                     "measured": "—" if value is None else f"{value:.2f}", "band": f"±{t.band:g}",
+                     "verdict": {True: "within", False: "OUTSIDE", None: "—"}[within],
+                     "profile": rec["provenance"]["profile"]})
+    return rows
+
+
 def claims_table(records: list[dict]) -> tuple[list[str], dict]:
-    best = _best_records(records)
+    best = best_records(records)
     lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset | notes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0}
@@ -81,6 +99,8 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
                 counts["within" if within else "outside"] += 1
             if rec["provenance"]["dataset"].get("lossy"):
                 verdict += " (JPEG mirror — not the paper's data)"
+        if config_changed(rec):
+            verdict += " (stale: its config has changed since; re-run)"
         lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
                      f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "
                      f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} | {_notes(target, rec)} |")
@@ -97,10 +117,13 @@ def _table(rows: list[dict]) -> list[str]:
     return out
 
 
-def experiment_section(rec: dict) -> list[str]:
+def experiment_section(rec: ResultRecord) -> list[str]:
     p = rec["provenance"]
     ds = p["dataset"]
     out = [f"### {rec['name']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
+    if config_changed(rec):
+        out += [f"**Stale**: `configs/{rec['name']}.yaml` ({p['profile']} profile) has changed in what it runs since "
+                "this run; these numbers are from the config recorded below. Re-run it.", ""]
     if rec.get("description"):
         out += [rec["description"].strip(), ""]
     if rec.get("profile_note"):
@@ -208,8 +231,8 @@ def _scaling(results_dir: Path) -> list[str]:
 def build_report(results_dir: Path = RESULTS_DIR) -> str:
     records = read_results(results_dir)
     table, counts = claims_table(records)
-    best = _best_records(records)
-    ci_only = {c for c in _best_records(records, include_ci=True) if c not in best}
+    best = best_records(records)
+    ci_only = {c for c in best_records(records, include_ci=True) if c not in best}
     pending = [c + (" (ci smoke run only)" if c in ci_only else "") for c in claim_ids() if c not in best]
     lines = [
         "# fgsm-repro: measured results beside the paper",

@@ -14,16 +14,36 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import jax
 
 from fgsm_repro import cpu_tuning
-from fgsm_repro.config import ExperimentConfig
+from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, migrate_legacy
 from fgsm_repro.data import DatasetInfo
+from fgsm_repro.errors import ReproError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
+
+
+class ResultRecord(TypedDict, total=False):
+    """One results file, ``results/<config>.<profile>.json``: what the runner writes and the report reads."""
+
+    name: str  # the config's name
+    experiment: str
+    description: str
+    claims: list[str]
+    measured: dict[str, dict[str, Any]]  # claim ID -> metric -> value (mean over seeds)
+    ci95: dict[str, dict[str, float]]  # claim ID -> metric -> 95% half-width (several seeds)
+    per_seed: dict[str, dict[str, dict[str, Any]]]  # seed -> claim ID -> metric -> value
+    tables: dict[str, list[dict]]
+    figures: dict[str, str]  # claim ID -> path relative to results/
+    deviations: list[str]
+    profile_note: str
+    notes: list[str]
+    provenance: dict[str, Any]
+    _file: str  # set on reading: the file's name
 
 
 def git_state(cwd: Path = REPO_ROOT) -> dict:
@@ -105,11 +125,11 @@ def write_json(record: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_result(record: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
+def write_result(record: ResultRecord, results_dir: Path = RESULTS_DIR) -> Path:
     return write_json(record, result_path(record["name"], record["provenance"]["profile"], results_dir))
 
 
-def read_results(results_dir: Path = RESULTS_DIR) -> list[dict]:
+def read_results(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
     out = []
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
@@ -121,3 +141,26 @@ def read_results(results_dir: Path = RESULTS_DIR) -> list[dict]:
             record.setdefault("name", record.get("experiment"))
             out.append(record)
     return out
+
+
+def config_changed(record: ResultRecord, config_dir: Path | None = None) -> bool | None:
+    """Whether the config that produced `record` differs from today's config of the same name and
+    profile in anything hashed (what runs); None when today's config is gone or does not load.
+    A record written in the earlier config format is compared through
+    :func:`fgsm_repro.config.migrate_legacy`."""
+    prov = record["provenance"]
+    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
+    name = record.get("name") or record.get("experiment")
+    if name not in configs:
+        return None
+    try:
+        current = load_config(configs[name], prov["profile"]).hash()
+    except ReproError:
+        return None
+    if prov.get("config_hash") == current:
+        return False
+    try:
+        recorded = ExperimentConfig.model_validate(migrate_legacy({**prov["config"], "name": name}))
+    except Exception:  # a format this code no longer reads
+        return True
+    return recorded.hash() != current

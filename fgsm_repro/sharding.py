@@ -12,10 +12,7 @@ On one CPU host, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
-from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -42,38 +39,10 @@ def split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
-HOST_ALIGNMENT = 64  # bytes
-
-
-def host_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialized host array whose data starts on a 64-byte boundary. ``jax.device_put`` on
-    the CPU aliases such an array, or a slice of it that starts on such a boundary, rather than
-    copying it; numpy's own large arrays start 16 bytes past one. Measured: placing a batch of
-    2000 MNIST images took 1.38 ms copied and 0.12 ms aliased; FGSM on 10k images, 1.8% less time
-    (median of 80 paired runs)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + HOST_ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % HOST_ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def host_aligned(x: np.ndarray) -> np.ndarray:
-    """`x` itself when it is C-contiguous and starts on a 64-byte boundary, else a copy that does
-    (:func:`host_empty`)."""
-    x = np.asarray(x)
-    if x.flags.c_contiguous and x.ctypes.data % HOST_ALIGNMENT == 0:
-        return x
-    out = host_empty(x.shape, x.dtype)
-    out[...] = x
-    return out
-
-
 def put_batch(x, mesh: Mesh | None):
     """Outside jit: place a host array across the mesh (a jitted function then runs split), or on
-    the default device without one. ``jax.device_put`` rather than ``jnp.asarray``: FGSM on 10k
-    images, batches placed between dispatches, took 311 ms with the latter and 304 ms with the
-    former (medians of 25 interleaved runs)."""
+    the default device without one (``jax.device_put``, which placed FGSM's batches faster than
+    ``jnp.asarray``: docs/performance.md)."""
     return jax.device_put(x, None if mesh is None else NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
@@ -110,19 +79,6 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-_EVAL_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("eval_mesh", default=None)
-
-
-@contextlib.contextmanager
-def data_parallel_evaluation(enabled: bool) -> Iterator[None]:
-    """Within the block, evaluation and attacks split their batches across all devices."""
-    token = _EVAL_MESH.set(data_mesh() if enabled else None)
-    try:
-        yield
-    finally:
-        _EVAL_MESH.reset(token)
-
-
 def replicate(tree, mesh: Mesh):
     """The arrays of `tree` replicated over `mesh` (through the host: another process's devices
     cannot be written directly); arrays already replicated so are returned as they are."""
@@ -136,16 +92,8 @@ def replicate(tree, mesh: Mesh):
     return jax.tree.map(put, tree)
 
 
-def put_eval_params(params):
-    """The parameters replicated over the mesh of :func:`data_parallel_evaluation`, which the
-    evaluation batches are split across; as they are without one."""
-    mesh = _EVAL_MESH.get()
-    return params if mesh is None else replicate(params, mesh)
-
-
-def put_eval_batch(x):
-    """An evaluation batch on the device(s): split across the mesh of :func:`data_parallel_evaluation`
-    when one is active and the batch divides evenly, else uncommitted on the default device (JAX
-    then places it beside the parameters, on one process or several: tested)."""
-    mesh = _EVAL_MESH.get()
+def put_eval_batch(x, mesh: Mesh | None):
+    """An evaluation batch on the device(s): split across `mesh` when there is one and the batch
+    divides evenly, else uncommitted on the default device (JAX then places it beside the
+    parameters, on one process or several: tested)."""
     return put_batch(x, mesh if mesh is not None and len(x) % mesh.size == 0 else None)

@@ -4,7 +4,7 @@
   over minibatches with the data resident on the device (no per-step Python overhead).
 - The PRNG key lives in the train state: the seed fixes the initialization and the data
   order of every epoch, so a run resumed from a checkpoint continues exactly as it would have.
-- ``fit`` adds early stopping on validation error (keeping the best parameters), a rich
+- :func:`fit` adds early stopping on validation error (keeping the best parameters), a rich
   progress bar and orbax checkpoints every few epochs.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -26,12 +26,12 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from fgsm_repro import cpu_tuning
-from fgsm_repro.config import TrainConfig
+from fgsm_repro.config import FGSM, TrainConfig
 from fgsm_repro.errors import ReproError
-from fgsm_repro.evaluation import predict
+from fgsm_repro.evaluation import adversarial_examples, predict
 from fgsm_repro.metrics import error_rate
-from fgsm_repro.models import kernel_layout_gradients
 from fgsm_repro.objectives import Objective
+from fgsm_repro.ops.dense import dense_product
 from fgsm_repro.optim import classical_momentum, decayed_learning_rate, linear_momentum, max_norm
 from fgsm_repro.sharding import data_mesh, replicate, split_batch
 
@@ -122,15 +122,16 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
     epoch (its own shuffle and dropout masks) in one vmapped program over the same resident data.
     The last incomplete minibatch is dropped (none is for the paper's 50k/60k with batch 100).
     """
-    loss_and_grad = make_loss_and_grad(model, objective, cfg)
     batch_size = cfg.batch_size
     mesh = data_mesh(batch_size) if cfg.data_parallel else None
+    # Split across devices, the kernels' gradients are all-reduced in the layout they are used in.
+    step_model = model.clone(dot_general=dense_product) if mesh is not None and hasattr(model, "dot_general") else model
+    loss_and_grad = make_loss_and_grad(step_model, objective, cfg)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
         x, y, key = batch
         x, y = split_batch(x, mesh), split_batch(y, mesh)
-        with kernel_layout_gradients(mesh is not None):  # the kernels' gradients all-reduced as laid out
-            loss, grads = loss_and_grad(state.params, x, y, key)
+        loss, grads = loss_and_grad(state.params, x, y, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
@@ -244,14 +245,11 @@ def _training_objective(monitor: Callable, params, x: np.ndarray, y: np.ndarray)
 
 
 def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) -> float:
-    if cfg.early_stopping_on == "error":
-        return error_rate(predict(model, objective, params, x_val)[0], y_val)
-    from fgsm_repro.config import AttackConfig
-    from fgsm_repro.evaluation import adversarial_examples
-
-    eps = cfg.adversarial.eps if cfg.adversarial else 0.25
-    x_adv = adversarial_examples(model, objective, params, x_val, y_val, AttackConfig(eps=eps))
-    return error_rate(predict(model, objective, params, x_adv)[0], y_val)
+    mesh = data_mesh() if cfg.data_parallel else None
+    if cfg.early_stopping_on == "adversarial_error":
+        x_val = adversarial_examples(model, objective, params, x_val, y_val,
+                                     FGSM(eps=cfg.adversarial.eps if cfg.adversarial else 0.25), mesh=mesh)
+    return error_rate(predict(model, objective, params, x_val, mesh=mesh)[0], y_val)
 
 
 @dataclass
@@ -320,57 +318,83 @@ def _train_together(runs: list[_Run], model: nn.Module, objective: Objective, tx
                 run.ckpt.close()
 
 
-def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
-        x_val: np.ndarray | None, y_val: np.ndarray | None, seed: int, *, checkpoint_dir: Path | None = None,
-        config_hash: str = "", on_epoch: Callable[[dict, Any], None] | None = None) -> FitResult:
-    """Train `model` per `cfg` from `seed`: :func:`fit_seeds` for one seed."""
-    return fit_seeds(model, objective, cfg, x_train, y_train, x_val, y_val, [seed],
-                     checkpoint_dirs=[checkpoint_dir] if checkpoint_dir else None, config_hash=config_hash,
-                     on_epoch=on_epoch)[0]
+class Data(NamedTuple):
+    """Training data: the training split and, for early stopping and the second stages, a
+    validation split (a :class:`fgsm_repro.data.Splits` serves as well)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
 
-def fit_seeds(model: nn.Module, objective: Objective, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
-              x_val: np.ndarray | None, y_val: np.ndarray | None, seeds: list[int], *,
-              checkpoint_dirs: list[Path] | None = None, config_hash: str = "",
-              on_epoch: Callable[[dict, Any], None] | None = None) -> list[FitResult]:
-    """Train `model` per `cfg` once per seed, the seeds stepped together in one vmapped program
-    (each with its own initialization, data order, dropout masks and early stopping — the same
-    run as alone, up to float rounding). With `checkpoint_dirs` (one per seed), each seed resumes
-    from its latest checkpoint (a finished run is not trained further); the checkpoints are the
-    same whether a seed was trained alone or with others.
+@dataclass(frozen=True)
+class Trainer:
+    """What trains: the model, its output objective, the train config, and how the optimizer is
+    built from that config and the number of steps per epoch (the recipe's, by default)."""
 
-    Stage 1 trains on (x_train, y_train) with early stopping on the validation error (clean, or
+    model: nn.Module
+    objective: Objective
+    train: TrainConfig
+    optimizer: Callable[[TrainConfig, int], optax.GradientTransformation] = make_optimizer
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where each seed's orbax checkpoints go (``directory(seed)``; the second stages use sibling
+    folders with ``-stage2`` / ``-retrain`` appended), and the `key` they belong to: a folder
+    holding checkpoints of another key is refused rather than resumed."""
+
+    directory: Callable[[int], Path]
+    key: str
+
+
+def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Checkpoints | None = None,
+        on_epoch: Callable[[dict, Any], None] | None = None) -> list[FitResult]:
+    """Train ``trainer.model`` per ``trainer.train`` once per seed; one :class:`FitResult` per seed.
+
+    Several seeds step together in one vmapped program (each with its own initialization, data
+    order, dropout masks and early stopping — the same run as alone, up to float rounding). With
+    `checkpoints`, each seed resumes from its latest checkpoint (a finished run is not trained
+    further); they are the same whether a seed was trained alone or with others.
+
+    Stage 1 trains on the training split with early stopping on the validation error (clean, or
     under FGSM with ``early_stopping_on: adversarial_error``) and keeps the best state. Then, with
-    ``cfg.retrain_on_all``, a fresh run on train + validation for the best epoch count, or, with
-    ``cfg.stage2``, :func:`_stage2` from the best state.
+    ``retrain_on_all``, a fresh run on train + validation for the best epoch count, or, with
+    ``stage2``, :func:`_stage2` from the best state.
 
     `on_epoch(record, params)` is called after every epoch of every seed with the epoch's record
     (seed, epoch, loss, val_error) and that seed's current parameters (valid only during the call).
     """
+    cfg = trainer.train
+    x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
+    seeds = list(seeds)
     if (cfg.early_stopping_patience or cfg.stage2 or cfg.retrain_on_all) and (x_val is None or len(x_val) == 0):
         raise ReproError("early stopping, stage 2 and retraining need a validation set (data.validation_size > 0)")
     if len(x_train) < cfg.batch_size:
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
-    dirs = checkpoint_dirs or [None] * len(seeds)
-    results = _stage1(model, objective, cfg, x_train, y_train, x_val, y_val, seeds, [cfg.epochs] * len(seeds),
-                      dirs, config_hash, on_epoch)
+    dirs = [checkpoints.directory(seed) for seed in seeds] if checkpoints else [None] * len(seeds)
+    key = checkpoints.key if checkpoints else ""
+    results = _stage1(trainer, cfg, x_train, y_train, x_val, y_val, seeds, [cfg.epochs] * len(seeds), dirs, key,
+                      on_epoch)
     if cfg.retrain_on_all:
         retrain_cfg = cfg.model_copy(update={"early_stopping_patience": None, "retrain_on_all": False})
-        retrained = _stage1(model, objective, retrain_cfg, np.concatenate([x_train, x_val]),
-                            np.concatenate([y_train, y_val]), None, None, seeds, [r.best_epoch for r in results],
-                            [d.with_name(d.name + "-retrain") if d else None for d in dirs], config_hash, on_epoch)
+        retrained = _stage1(trainer, retrain_cfg, np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]),
+                            None, None, seeds, [r.best_epoch for r in results],
+                            [d.with_name(d.name + "-retrain") if d else None for d in dirs], key, on_epoch)
         for result, fresh in zip(results, retrained, strict=True):
             result.params, result.retrain_epochs = fresh.params, fresh.epochs_run
     if cfg.stage2:
-        results = _stage2(model, objective, cfg, seeds, results, x_train, y_train, x_val, y_val,
-                          [d.with_name(d.name + "-stage2") if d else None for d in dirs], config_hash, on_epoch)
+        results = _stage2(trainer, seeds, results, x_train, y_train, x_val, y_val,
+                          [d.with_name(d.name + "-stage2") if d else None for d in dirs], key, on_epoch)
     return results
 
 
-def _stage1(model, objective, cfg: TrainConfig, x_train, y_train, x_val, y_val, seeds: list[int],
+def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, seeds: list[int],
             epochs: list[int], dirs: list[Path | None], config_hash: str, on_epoch) -> list[FitResult]:
-    """Stage 1 of :func:`fit_seeds`: seed i trains for at most epochs[i] epochs."""
-    tx = make_optimizer(cfg, len(x_train) // cfg.batch_size)
+    """Stage 1 of :func:`fit` with `cfg`: seed i trains for at most epochs[i] epochs."""
+    model, objective = trainer.model, trainer.objective
+    tx = trainer.optimizer(cfg, len(x_train) // cfg.batch_size)
     runs = []
     for seed, max_epochs, directory in zip(seeds, epochs, dirs, strict=True):
         state = init_state(model, tx, x_train, seed)
@@ -410,15 +434,16 @@ def _stage1(model, objective, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
     return results
 
 
-def _stage2(model, objective, cfg: TrainConfig, seeds: list[int], stage1: list[FitResult], x_train, y_train,
-            x_val, y_val, dirs: list[Path | None], config_hash: str, on_epoch) -> list[FitResult]:
+def _stage2(trainer: Trainer, seeds: list[int], stage1: list[FitResult], x_train, y_train, x_val, y_val,
+            dirs: list[Path | None], config_hash: str, on_epoch) -> list[FitResult]:
     """pylearn2's ``mnist_pi_continue``: from the best stage-1 state (parameters, optimizer state
     with its lr and momentum, PRNG), train on all of train + validation until the training
     objective on the former validation part falls to the training objective that the best stage-1
     parameters had on the training part, at most ``stage2.max_epochs`` epochs. Both objectives
     are the training cost as monitored by :func:`make_objective_monitor` (dropout included)."""
+    model, objective, cfg = trainer.model, trainer.objective, trainer.train
     monitor = make_objective_monitor(model, objective, cfg)
-    tx = make_optimizer(cfg, len(x_train) // cfg.batch_size)  # the stage-1 schedules run on
+    tx = trainer.optimizer(cfg, len(x_train) // cfg.batch_size)  # the stage-1 schedules run on
     runs = []
     for seed, result, directory in zip(seeds, stage1, dirs, strict=True):
         run = _Run(seed, jax.tree.map(jnp.copy, result.best_state), cfg.stage2.max_epochs,

@@ -5,6 +5,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The CLI's runtime (CPU tunings) without its compilation cache: the tests run the programs whose
+# numbers results/ records, compiled afresh.
+from fgsm_repro.runtime import Runtime  # noqa: E402
+
+Runtime.from_env(compilation_cache=False).apply()
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FGSM_REPRO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -67,3 +73,4 @@ def run_two_processes(argv: list[str], env: dict[str, str] | None = None, timeou
         assert p.returncode == returncode, stderr[-3000:]
         done.append((stdout, stderr))
     return done
+

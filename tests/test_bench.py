@@ -16,6 +16,7 @@ from fgsm_repro.models import ConvMaxout, MaxoutMLP
 from fgsm_repro.objectives import SOFTMAX
 from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
 
+pytestmark = pytest.mark.bench  # needs PyTorch and torchattacks (make bench-deps)
 torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
 from fgsm_repro.bench.suite import PAPER_RECIPE, WORKLOADS, BenchSettings  # noqa: E402

@@ -85,6 +85,7 @@ def test_train_attack_report(tmp_path, mnist_data_dir):
     assert isinstance(res.exception, ReproError) and "changed since" in str(res.exception)
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
     """`reproduce` as the two processes of one run, data-parallel by the command line's flag: the
     first writes the results and the report; the numbers are the one-process run's up to float
@@ -121,6 +122,7 @@ def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
     assert compared >= 8
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_repeated_runs_compile_nothing_again(tmp_path, mnist_data_dir, no_jax_cache_env):
     config, run_dir, cache = tmp_path / "tiny.yaml", tmp_path / "run", tmp_path / "jax-cache"
     config.write_text(TINY.replace("epochs: 2", "epochs: 1"))
@@ -136,6 +138,7 @@ def test_repeated_runs_compile_nothing_again(tmp_path, mnist_data_dir, no_jax_ca
     assert "PERSISTENT COMPILATION CACHE MISS" not in second.stderr
 
 
+@pytest.mark.slow  # a subprocess or a long training
 @pytest.mark.parametrize("args, message", [
     (["attack", "/nonexistent-run"], "not a trained run"),
     (["reproduce", "T9.none"], "unknown claim ID"),
@@ -151,6 +154,7 @@ def test_errors_are_one_line(args, message):
     assert len(lines) == 1 and message in lines[0], res.stderr
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_unknown_cpu_tuning_is_one_line():
     res = _cli("data", "info", "mnist", FGSM_REPRO_CPU_TUNING="reduce,fast")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
@@ -158,11 +162,13 @@ def test_unknown_cpu_tuning_is_one_line():
         "reduce, threefry, conv, attack)"], res.stderr
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_option_out_of_range_is_refused_by_the_parser():
     res = _cli("attack", "/nonexistent-run", "--save-examples", "-3")
     assert res.returncode == 2 and "Invalid value" in res.stderr
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_missing_data_names_the_import_command(tmp_path):
     res = _cli("train", "configs/t1_softmax.yaml", "--profile", "ci", "--run-dir", str(tmp_path / "r"),
                env_data_dir=tmp_path / "empty")
@@ -170,6 +176,7 @@ def test_missing_data_names_the_import_command(tmp_path):
     assert "fgsm-repro data import mnist" in res.stderr
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_negative_eps_on_the_command_line(tmp_path, mnist_data_dir):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.replace("epochs: 2", "epochs: 1"))
@@ -179,6 +186,7 @@ def test_negative_eps_on_the_command_line(tmp_path, mnist_data_dir):
     assert res.returncode == 2 and "eps" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_dir):
     """Two processes of one data-parallel run (as on two hosts, jax.distributed over loopback):
     both compute, the first writes; the run is the one-process run up to float rounding."""

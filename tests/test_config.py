@@ -1,10 +1,14 @@
 """Configs: every shipped file loads in every profile; bad input is a one-line error."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from fgsm_repro.config import PROFILES, experiment_configs, load_config
+from fgsm_repro.config import FGSM, PGD, PROFILES, experiment_configs, load_config
 from fgsm_repro.errors import ReproError
 
 GOOD = """\
@@ -49,13 +53,14 @@ def test_profiles_override_and_change_the_hash(tmp_path):
     (GOOD.replace("eps: 0.25", "eps: .nan"), "field 'attack.eps'"),
     (GOOD.replace("learning_rate: 0.1", "learning_rat: 0.1"), "unknown key"),
     (GOOD.replace("[T1.softmax]", "[T9.nothing]"), "unknown claim ID"),
-    (GOOD.replace("softmax_regression", "resnet"), "unknown model"),
+    (GOOD.replace("eps: 0.25", "name: pgd, eps: 0.25, steps: 0"), "field 'attack.steps'"),
+    (GOOD.replace("eps: 0.25", "name: pgd, eps: 0.25, stepz: 3"), "field 'attack.stepz': unknown key"),
+    (GOOD.replace("eps: 0.25", "name: deepfoo, eps: 0.25"), "field 'attack.name': unknown attack 'deepfoo'"),
     (GOOD.replace("train:\n", "train: [\n"), "invalid YAML at line"),
     ("- just\n- a list\n", "expected a mapping"),
     (GOOD + "  paperish: {}\n", "unknown profile"),
-    (GOOD + "data: {classes: [3, 7]}\n", "needs all classes"),
-    (GOOD.replace("softmax_regression", "logistic_regression"), "needs a binary task"),
-    (GOOD + "select: {weight_decay: [0, 0.1]}\ndata: {validation_size: 0}\n", "select needs a validation set"),
+    (GOOD + "trainings: {m: {grid: {weight_decay: [0, 0.1]}}}\ndata: {validation_size: 0}\n",
+     "field 'trainings.m.grid': choosing on validation needs a validation set"),
 ])
 def test_bad_config_is_a_one_line_error_naming_file_and_field(tmp_path, text, message):
     path = _write(tmp_path, text)
@@ -63,6 +68,42 @@ def test_bad_config_is_a_one_line_error_naming_file_and_field(tmp_path, text, me
         load_config(path, "paper")
     text = str(err.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace("softmax_regression", "resnet"), "field 'model.name': unknown model 'resnet'"),
+    (GOOD.replace("experiment: t1_softmax", "experiment: t7_nothing"), "field 'experiment': unknown experiment"),
+    (GOOD + "data: {classes: [3, 7]}\n", "needs all classes"),
+    (GOOD.replace("softmax_regression", "logistic_regression"), "needs a binary task"),
+])
+def test_names_are_resolved_by_the_runner(tmp_path, text, message):
+    """Loading a config checks its shape; the runner, which knows the registries, checks its names."""
+    from fgsm_repro.experiments.runner import experiment_module
+
+    path = _write(tmp_path, text)
+    cfg = load_config(path, "paper")
+    with pytest.raises(ReproError) as err:
+        experiment_module(cfg, path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow  # a subprocess or a long training
+def test_loading_a_config_imports_no_jax():
+    code = ("import sys; from fgsm_repro.config import experiment_configs, load_config; "
+            "[load_config(p, 'ci') for p in experiment_configs().values()]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'orbax', 'tensorflow')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_attacks_are_chosen_by_name(tmp_path):
+    pgd = load_config(_write(tmp_path, GOOD.replace("eps: 0.25", "name: pgd, eps: 0.3, steps: 40")))
+    assert isinstance(pgd.attack, PGD)
+    assert (pgd.attack.eps, pgd.attack.steps, pgd.attack.random_start) == (0.3, 40, True)
+    fgsm = load_config(_write(tmp_path, GOOD))
+    assert isinstance(fgsm.attack, FGSM) and fgsm.attack.describe() == "fgsm eps=0.25"
+    assert pgd.hash() != fgsm.hash()
+    assert fgsm.model_dump()["attack"] == {"name": "fgsm", "eps": 0.25, "clip": None, "labels": "true"}
 
 
 def test_missing_file_and_unknown_profile(tmp_path):
@@ -74,18 +115,74 @@ def test_missing_file_and_unknown_profile(tmp_path):
         load_config(_write(tmp_path, GOOD), "fast")
 
 
-def test_inherit_merges_over_the_parent_and_variants_are_validated(tmp_path):
-    (tmp_path / "base.yaml").write_text(GOOD)
+def test_inherit_merges_over_the_parent_and_trainings_are_validated(tmp_path):
+    (tmp_path / "base.yaml").write_text(GOOD + "trainings: {parent_only: {}}\n")
     child = tmp_path / "child.yaml"
-    child.write_text("inherit: base.yaml\ntrain: {epochs: 7}\nvariants:\n  big: {batch_size: 50}\n  same: {}\n")
+    child.write_text("inherit: base.yaml\ntrain: {epochs: 7}\ntrainings:\n  big: {train: {batch_size: 50}}\n"
+                     "  same: {}\n")
     cfg = load_config(child, "paper")
     assert cfg.train.epochs == 7 and cfg.train.optimizer.learning_rate == 0.1  # merged, not replaced
-    assert cfg.variant("big").batch_size == 50 and cfg.variant("same") == cfg.train
+    assert list(cfg.training_specs()) == ["big", "same"]  # trainings belong to the file that declares them
+    assert cfg.train_of("big").batch_size == 50 and cfg.train_of("same") == cfg.train
+    assert cfg.training_hash("big") != cfg.training_hash("same")
     assert load_config(child, "ci").train.epochs == 1  # the parent's profiles apply to the child
-    child.write_text("inherit: base.yaml\nvariants:\n  bad: {batch_size: -1}\n")
-    with pytest.raises(ReproError, match="variant 'bad': batch_size"):
+    child.write_text("inherit: base.yaml\ntrainings:\n  bad: {train: {batch_size: -1}}\n")
+    with pytest.raises(ReproError, match="field 'trainings.bad.train.batch_size'"):
         load_config(child)
     (tmp_path / "base.yaml").write_text("inherit: child.yaml\n" + GOOD)
     child.write_text("inherit: base.yaml\n")
     with pytest.raises(ReproError, match="circular"):
         load_config(child)
+
+
+def test_several_models_and_trainings(tmp_path):
+    two = GOOD.replace("model: {name: softmax_regression}\n", "models:\n  a: {name: softmax_regression}\n"
+                       "  b: {name: maxout_mlp, options: {units: 8}}\n")
+    path = _write(tmp_path, two + "trainings:\n  first: {model: a}\n  second: {model: b, train: {epochs: 2}}\n"
+                  "  wd: {model: a, grid: {weight_decay: [0.0, 0.001]}}\n"
+                  "  sweep: {model: a, grid: {weight_decay: [0.0]}, choose: all, measure_epochs: [1, 4]}\n"
+                  "  borrowed: {reuse: {config: t1_softmax, training: model}}\n")
+    cfg = load_config(path)
+    assert cfg.model_of("second").name == "maxout_mlp" and cfg.train_of("second").epochs == 2
+    assert cfg.training_specs()["wd"].points() == [{"weight_decay": 0.0}, {"weight_decay": 0.001}]
+    assert cfg.train_of("wd", {"weight_decay": 0.001}).weight_decay == 0.001
+    sweep = cfg.train_of("sweep", {"weight_decay": 0.0})
+    assert (sweep.epochs, sweep.early_stopping_patience) == (4, None)  # the last epoch measured, no early stop
+    assert cfg.training_hash("first") != cfg.training_hash("second")
+    for text, message in [
+        (two + "trainings: {x: {model: c}}\n", "field 'trainings.x.model': 'c' is not one of the models (a, b)"),
+        (GOOD + "models: {a: {name: softmax_regression}}\n", "either model (one model) or models"),
+        (two + "trainings: {x: {reuse: {config: t1_softmax}, grid: {weight_decay: [0]}}}\n", "reuse takes"),
+        (GOOD.replace("train:\n", "data: {validation_size: 0}\ntrain:\n")
+         + "trainings: {x: {grid: {weight_decay: [0, 1]}}}\n", "needs a validation set"),
+    ]:
+        with pytest.raises(ReproError, match=re.escape(message)):
+            load_config(_write(tmp_path, text))
+
+
+def test_records_of_the_earlier_config_format_are_compared_through_the_migration():
+    """The results files recorded before `trainings` replaced select / sensitivity /
+    adversarial_training / variants ran what today's configs run (same hash once migrated)."""
+    from fgsm_repro.results import config_changed, read_results
+
+    records = read_results(REPO / "results")
+    assert len(records) >= 10
+    for record in records:
+        assert config_changed(record) is False, record["_file"]
+    legacy = dict(records[0]["provenance"]["config"], seeds=[0, 1, 2])
+    changed = {**records[0], "provenance": {**records[0]["provenance"], "config_hash": "0", "config": legacy}}
+    assert config_changed(changed) is True
+
+
+def test_the_report_marks_a_result_whose_config_changed_as_stale(tmp_path):
+    import json
+
+    from fgsm_repro.report import build_report
+
+    record = json.loads((REPO / "results" / "t1_softmax.ci.json").read_text())
+    (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
+    assert "Stale" not in build_report(tmp_path)
+    record["provenance"]["config"]["seeds"] = [5]
+    record["provenance"]["config_hash"] = "changed"
+    (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
+    assert "**Stale**: `configs/t1_softmax.yaml` (ci profile) has changed" in build_report(tmp_path)

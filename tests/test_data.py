@@ -206,6 +206,7 @@ def test_jpeg_tarball_is_stored_as_lossy_and_labelled(tmp_path):
 
 # ---- the online path (TFDS download), with TFDS's downloader replaced: no network here ----
 
+@pytest.mark.slow  # a subprocess or a long training
 @pytest.mark.mnist
 def test_download_path_stores_what_the_offline_import_stores(tmp_path, monkeypatch, mnist_data_dir):
     from fgsm_repro.data import download_dataset, store

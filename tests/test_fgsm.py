@@ -92,7 +92,7 @@ def test_bad_eps_is_rejected(eps):
 
 
 def test_nan_inputs_are_rejected_by_the_evaluator():
-    from fgsm_repro.config import AttackConfig
+    from fgsm_repro.config import FGSM
     from fgsm_repro.evaluation import adversarial_examples
     from fgsm_repro.models import build_model
 
@@ -101,4 +101,4 @@ def test_nan_inputs_are_rejected_by_the_evaluator():
     x = np.zeros((4, 28, 28, 1), np.float32)
     x[1, 3, 3, 0] = np.nan
     with pytest.raises(ReproError, match="NaN"):
-        adversarial_examples(model, objective, params, x, np.zeros(4, np.int32), AttackConfig(eps=0.25))
+        adversarial_examples(model, objective, params, x, np.zeros(4, np.int32), FGSM(eps=0.25))

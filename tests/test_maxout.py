@@ -8,10 +8,11 @@ import optax
 import pytest
 
 from fgsm_repro.config import TrainConfig
-from fgsm_repro.models import MaxoutMLP, dropout_scale
+from fgsm_repro.models import MaxoutMLP
 from fgsm_repro.objectives import SOFTMAX
 from fgsm_repro.optim import classical_momentum, column_norms, decayed_learning_rate, linear_momentum, max_norm
-from fgsm_repro.train import fit, make_loss_and_grad, make_optimizer
+from fgsm_repro.train import make_loss_and_grad, make_optimizer
+from tests.helpers import fit_one
 
 TINY = dict(units=3, pieces=2, layers=2, num_classes=4)
 
@@ -50,19 +51,6 @@ def test_dropout_quirk_input_unscaled_hidden_scaled():
     # instead of the hidden units would give 1.0.
     assert out.mean() == pytest.approx(0.8, abs=0.03)
     np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, x)), 1.0)  # no dropout at test time
-
-
-@pytest.mark.parametrize("keep", [0.5, 0.8, 0.3])
-@pytest.mark.parametrize("scale_of", ["one", "inverse_keep"])
-def test_dropout_scale_is_the_plain_select_bit_for_bit(keep, scale_of):
-    # sqrt(scale²) instead of a select only changes how XLA fuses it, never a value.
-    scale = 1.0 if scale_of == "one" else 1.0 / keep
-    key = jax.random.PRNGKey(3)
-    plain = jnp.where(jax.random.bernoulli(key, keep, (64, 50)), jnp.float32(scale), jnp.float32(0.0))
-    got = jax.jit(dropout_scale, static_argnums=(1, 2, 3))(key, keep, (64, 50), scale)
-    assert got.dtype == jnp.float32
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(plain))
-    assert 0.0 < float((np.asarray(got) > 0).mean()) < 1.0
 
 
 def test_max_norm_transformation_bounds_every_column():
@@ -183,6 +171,7 @@ def _recipe(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow  # a subprocess or a long training
 @pytest.mark.parametrize("second_stage", ["stage2", "retrain"])
 def test_resume_anywhere_gives_identical_parameters(tmp_path, monkeypatch, second_stage):
     import itertools
@@ -198,7 +187,7 @@ def test_resume_anywhere_gives_identical_parameters(tmp_path, monkeypatch, secon
     cfg = _recipe(epochs=4, checkpoint_every=1, **extra)
     model, data = MaxoutMLP(**TINY), _toy()
     calls = []
-    whole = fit(model, SOFTMAX, cfg, *data, seed=0, checkpoint_dir=tmp_path / "whole", config_hash="h",
+    whole = fit_one(model, SOFTMAX, cfg, *data, seed=0, checkpoint_dir=tmp_path / "whole", config_hash="h",
                 on_epoch=lambda r, p: calls.append(r))
     n = len(calls)
     assert (whole.stage2_epochs, n) == (3, 7) if second_stage == "stage2" else (whole.retrain_epochs, n) == (4, 8)
@@ -211,10 +200,10 @@ def test_resume_anywhere_gives_identical_parameters(tmp_path, monkeypatch, secon
                 raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            fit(model, SOFTMAX, cfg, *data, seed=0, checkpoint_dir=tmp_path / f"cut{cut}", config_hash="h",
+            fit_one(model, SOFTMAX, cfg, *data, seed=0, checkpoint_dir=tmp_path / f"cut{cut}", config_hash="h",
                 on_epoch=interrupt)
         rest = []
-        resumed = fit(model, SOFTMAX, cfg, *data, seed=0, checkpoint_dir=tmp_path / f"cut{cut}", config_hash="h",
+        resumed = fit_one(model, SOFTMAX, cfg, *data, seed=0, checkpoint_dir=tmp_path / f"cut{cut}", config_hash="h",
                       on_epoch=lambda r, p, rest=rest: rest.append(r))
         assert len(rest) == n - (cut - 1)  # only the epochs after the last checkpoint were trained again
         for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params), strict=True):
@@ -222,7 +211,7 @@ def test_resume_anywhere_gives_identical_parameters(tmp_path, monkeypatch, secon
 
 
 def test_early_stopping_on_adversarial_error_picks_the_fgsm_validation_best():
-    from fgsm_repro.config import AttackConfig
+    from fgsm_repro.config import FGSM
     from fgsm_repro.evaluation import adversarial_examples, predict
     from fgsm_repro.metrics import error_rate
 
@@ -231,11 +220,11 @@ def test_early_stopping_on_adversarial_error_picks_the_fgsm_validation_best():
     curve = []
 
     def fgsm_val_error(record, params):
-        x_adv = adversarial_examples(model, SOFTMAX, params, xv, yv, AttackConfig(eps=0.25))
+        x_adv = adversarial_examples(model, SOFTMAX, params, xv, yv, FGSM(eps=0.25))
         curve.append(error_rate(predict(model, SOFTMAX, params, x_adv)[0], yv))
 
     cfg = _recipe(stage2=None, epochs=6, early_stopping_patience=None, early_stopping_on="adversarial_error")
-    result = fit(model, SOFTMAX, cfg.model_copy(update={"early_stopping_patience": 6}), x, y, xv, yv, seed=4,
+    result = fit_one(model, SOFTMAX, cfg.model_copy(update={"early_stopping_patience": 6}), x, y, xv, yv, seed=4,
                  on_epoch=fgsm_val_error)
     assert [r["val_error"] for r in result.history] == curve
     assert result.best_epoch == int(np.argmin(curve)) + 1
@@ -253,13 +242,14 @@ def test_optimizer_chain_order():
     np.testing.assert_allclose(np.asarray(params["k"] + updates["k"]), expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_retrain_on_all_runs_the_best_epoch_count_on_train_plus_validation():
     model = MaxoutMLP(**TINY)
     x, y, xv, yv = _toy()
     cfg = _recipe(stage2=None, retrain_on_all=True, early_stopping_on="adversarial_error", epochs=5)
-    result = fit(model, SOFTMAX, cfg, x, y, xv, yv, seed=2)
+    result = fit_one(model, SOFTMAX, cfg, x, y, xv, yv, seed=2)
     assert result.retrain_epochs == result.best_epoch >= 1
-    fresh = fit(model, SOFTMAX, cfg.model_copy(update={"epochs": result.best_epoch, "early_stopping_patience": None,
+    fresh = fit_one(model, SOFTMAX, cfg.model_copy(update={"epochs": result.best_epoch, "early_stopping_patience": None,
                                                       "retrain_on_all": False}),
                 np.concatenate([x, xv]), np.concatenate([y, yv]), None, None, seed=2)
     for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(fresh.params), strict=True):
@@ -276,6 +266,7 @@ def test_localization_number_for_fig3():
     assert localization({"maxout0": {"kernel": peaked}}) == pytest.approx(100.0)
 
 
+@pytest.mark.slow  # a subprocess or a long training
 def test_stage2_objective_is_the_monitored_training_cost_with_dropout():
     from fgsm_repro.train import MONITOR_KEY, make_objective_monitor
 

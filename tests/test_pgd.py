@@ -50,3 +50,32 @@ def test_pgd_composes_with_jit_and_vmap_and_rejects_negative_eps():
     np.testing.assert_allclose(np.asarray(swept[1]), np.asarray(run(0.05)), atol=1e-7)
     with pytest.raises(ReproError, match="eps"):
         pgd(loss_fn, x, y, -0.1, step_size=0.01, steps=3)
+
+
+def test_the_pgd_config_runs_through_evaluation_like_the_function():
+    """`attack: {name: pgd, ...}` in a config is the pgd function on the model's summed loss, with
+    the random start keyed per batch by its first example's index."""
+    from fgsm_repro.config import PGD
+    from fgsm_repro.evaluation import ATTACK_KEY, adversarial_examples
+    from fgsm_repro.models import build_model
+
+    model, objective = build_model("softmax_regression", {})
+    rng = np.random.default_rng(1)
+    x, y = rng.random((6, 28, 28, 1), dtype=np.float32), np.arange(6, dtype=np.int32)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+    params = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    spec = PGD(eps=0.1, steps=4, clip=(0.0, 1.0))
+    x_adv = adversarial_examples(model, objective, params, x, y, spec, batch_size=4)
+
+    def loss_fn(x_, y_):
+        return objective.loss(model.apply({"params": params}, x_), y_).sum()
+
+    key = jax.random.PRNGKey(ATTACK_KEY)
+    expected = np.concatenate([
+        np.asarray(pgd(loss_fn, jnp.asarray(x[s]), jnp.asarray(y[s]), 0.1, step_size=2.5 * 0.1 / 4, steps=4,
+                       key=jax.random.fold_in(key, s.start), clip=(0.0, 1.0)))
+        for s in (slice(0, 4), slice(4, 6))])
+    np.testing.assert_allclose(x_adv, expected, atol=1e-6)
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    no_start = adversarial_examples(model, objective, params, x, y, spec.model_copy(update={"random_start": False}))
+    assert not np.allclose(no_start, x_adv)  # the basic iterative method starts at x

@@ -7,18 +7,21 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import REPO, run_two_processes
 
+pytestmark = pytest.mark.slow  # every test starts JAX processes of its own
+
 SCRIPT = textwrap.dedent(r'''
-    from fgsm_repro.sharding import data_mesh, initialize_distributed
-    initialize_distributed()  # with FGSM_REPRO_DISTRIBUTED=1: before any computation
+    from fgsm_repro.runtime import Runtime
+    Runtime.from_env(compilation_cache=False).apply()  # with FGSM_REPRO_DISTRIBUTED=1: before any computation
     import json, re, jax, jax.numpy as jnp, numpy as np
-    from fgsm_repro.config import AttackConfig
+    from fgsm_repro.config import FGSM
     from fgsm_repro.evaluation import adversarial_examples, predict
     from fgsm_repro.models import MaxoutMLP
     from fgsm_repro.objectives import SOFTMAX
-    from fgsm_repro.sharding import data_parallel_evaluation
-    from fgsm_repro.train import fit, init_state, make_optimizer, make_train_epoch
+    from fgsm_repro.sharding import data_mesh
+    from fgsm_repro.train import Data, Trainer, fit, init_state, make_optimizer, make_train_epoch
     from tests.test_maxout import _recipe
     assert jax.device_count() == 4
     rng = np.random.default_rng(0)
@@ -29,7 +32,7 @@ SCRIPT = textwrap.dedent(r'''
     for parallel in (False, True):
         cfg = _recipe(epochs=3, stage2=None, early_stopping_patience=None, data_parallel=parallel,
                       adversarial={"alpha": 0.5, "eps": 0.25})
-        runs[parallel] = fit(model, SOFTMAX, cfg, x[:300], y[:300], x[300:], y[300:], seed=0).params
+        runs[parallel] = fit(Trainer(model, SOFTMAX, cfg), Data(x[:300], y[:300], x[300:], y[300:]), [0])[0].params
     out["max_param_diff"] = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                                 for a, b in zip(jax.tree.leaves(runs[False]), jax.tree.leaves(runs[True])))
     cfg = _recipe(epochs=1, data_parallel=True)
@@ -49,12 +52,11 @@ SCRIPT = textwrap.dedent(r'''
     for _ in range(3):
         state, _ = fresh(state, jnp.asarray(x), jnp.asarray(y))
     out["epoch_compiles"] = lowered.count("jit(train_epoch)")
-    attack = AttackConfig(eps=0.25)
+    attack, mesh = FGSM(eps=0.25), data_mesh()
     x, y = x[:398], y[:398]  # batches of 200 split across the devices, and 198 that does not split
     single = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200)
-    with data_parallel_evaluation(True):
-        split = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200)
-        logits = predict(model, SOFTMAX, runs[False], x, batch_size=200)[2]
+    split = adversarial_examples(model, SOFTMAX, runs[False], x, y, attack, batch_size=200, mesh=mesh)
+    logits = predict(model, SOFTMAX, runs[False], x, batch_size=200, mesh=mesh)[2]
     out["attack_equal"] = float(np.mean(single == split))
     out["logit_diff"] = float(np.abs(logits - predict(model, SOFTMAX, runs[False], x, batch_size=200)[2]).max())
     print(json.dumps(out))
@@ -64,7 +66,7 @@ SCRIPT = textwrap.dedent(r'''
 def _check(out: dict, processes: list[int]) -> None:
     assert out["mesh_processes"] == processes  # the mesh spans the devices of every process
     assert out["all_reduce"]  # the gradients really are reduced across the devices
-    assert out["reduced_matrices"] == out["kernels"]  # in the kernels' layout (models.dense_product)
+    assert out["reduced_matrices"] == out["kernels"]  # in the kernels' layout (ops.dense.dense_product)
     assert out["epoch_compiles"] == 1  # not again when the state comes back replicated over the mesh
     assert out["max_param_diff"] < 1e-4
     assert out["attack_equal"] > 0.999 and out["logit_diff"] < 1e-5

@@ -6,7 +6,7 @@ import pytest
 
 from fgsm_repro.config import TrainConfig
 from fgsm_repro.models import build_model
-from fgsm_repro.train import fit
+from tests.helpers import fit_one
 
 
 def _toy(seed=0, n=600):
@@ -30,8 +30,8 @@ def _assert_same(a, b):
 def test_training_learns_and_the_seed_fixes_the_run():
     model, objective = build_model("softmax_regression", {"num_classes": 2})
     data = _toy()
-    a = fit(model, objective, _cfg(), *data, seed=3)
-    b = fit(model, objective, _cfg(), *data, seed=3)
+    a = fit_one(model, objective, _cfg(), *data, seed=3)
+    b = fit_one(model, objective, _cfg(), *data, seed=3)
     _assert_same(a.params, b.params)
     assert a.history[-1]["loss"] < a.history[0]["loss"]
     assert a.history[-1]["val_error"] < 25.0
@@ -40,17 +40,17 @@ def test_training_learns_and_the_seed_fixes_the_run():
 def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
     model, objective = build_model("softmax_regression", {"num_classes": 2})
     data = _toy()
-    whole = fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "whole", config_hash="h")
+    whole = fit_one(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "whole", config_hash="h")
 
     def interrupt(record, params):
         if record["epoch"] == 5:  # after the epoch-4 checkpoint, before the epoch-6 one
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
+        fit_one(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
             on_epoch=interrupt)
     trained_epochs = []
-    resumed = fit(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
+    resumed = fit_one(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path / "cut", config_hash="h",
                   on_epoch=lambda record, params: trained_epochs.append(record["epoch"]))
     assert trained_epochs == [5, 6]  # resumed from the epoch-4 checkpoint, not restarted
     _assert_same(whole.params, resumed.params)
@@ -65,9 +65,9 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     from fgsm_repro.errors import ReproError
 
     model, objective = build_model("softmax_regression", {"num_classes": 2})
-    fit(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="one")
+    fit_one(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="one")
     with pytest.raises(ReproError, match="another training config"):
-        fit(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="two")
+        fit_one(model, objective, _cfg(epochs=2), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="two")
 
 
 def test_early_stopping_keeps_the_best_validation_parameters():
@@ -76,7 +76,7 @@ def test_early_stopping_keeps_the_best_validation_parameters():
     from fgsm_repro.metrics import error_rate
 
     x, y, x_val, y_val = _toy()
-    result = fit(model, objective, _cfg(epochs=200, early_stopping_patience=3), x, y, x_val, y_val, seed=0)
+    result = fit_one(model, objective, _cfg(epochs=200, early_stopping_patience=3), x, y, x_val, y_val, seed=0)
     best = min(r["val_error"] for r in result.history)
     assert result.epochs_run < 200 and result.epochs_run == result.best_epoch + 3  # stopped by patience
     assert result.best_val_error == best == result.history[result.best_epoch - 1]["val_error"]
@@ -87,7 +87,8 @@ def test_early_stopping_keeps_the_best_validation_parameters():
 def test_without_validation_the_last_parameters_are_kept_and_checkpointed(tmp_path):
     model, objective = build_model("softmax_regression", {"num_classes": 2})
     x, y, _, _ = _toy()
-    result = fit(model, objective, _cfg(epochs=3), x, y, None, None, seed=0, checkpoint_dir=tmp_path, config_hash="h")
-    again = fit(model, objective, _cfg(epochs=3), x, y, None, None, seed=0)
+    result = fit_one(model, objective, _cfg(epochs=3), x, y, None, None, seed=0, checkpoint_dir=tmp_path,
+                     config_hash="h")
+    again = fit_one(model, objective, _cfg(epochs=3), x, y, None, None, seed=0)
     _assert_same(result.params, again.params)
     assert result.best_epoch == 3 and result.best_val_error is None

@@ -1,14 +1,11 @@
-"""Attacks as pure functions of a loss: ``attack(loss_fn, x, y, eps, ...) -> x_adv``.
+"""Attacks as pure functions: ``attack(loss_fn, x, y, eps, ...) -> x_adv``, one per module.
 
-One attack per module; ATTACKS maps the config name to the function.
+Their configs (``attack: {name: ..., ...}`` in a YAML) are in :mod:`fgsm_repro.config.attacks`:
+a spec calls its function on a :class:`Victim`.
 """
 
-from fgsm_repro import cpu_tuning
+from fgsm_repro.attacks.common import Victim
 from fgsm_repro.attacks.fgsm import fgsm
 from fgsm_repro.attacks.pgd import pgd
 
-cpu_tuning.unroll_threefry()  # random starts: see fgsm_repro.cpu_tuning
-
-ATTACKS = {"fgsm": fgsm}
-
-__all__ = ["ATTACKS", "fgsm", "pgd"]
+__all__ = ["Victim", "fgsm", "pgd"]

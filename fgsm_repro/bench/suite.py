@@ -24,6 +24,7 @@ arithmetic bound of a workload is its FLOPs at the matmul peak — no implementa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import math
@@ -32,6 +33,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -39,9 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgsm_repro import cpu_tuning
-from fgsm_repro.config import AttackConfig, TrainConfig
+from fgsm_repro.bench.geometry import conv_layers, layer_shapes
+from fgsm_repro.config import FGSM, PGD, TrainConfig
 from fgsm_repro.errors import ReproError
-from fgsm_repro.sharding import data_parallel_evaluation, host_aligned, host_empty, put_eval_batch
+from fgsm_repro.ops.host import host_aligned, host_empty
+from fgsm_repro.sharding import data_mesh
 from fgsm_repro.train import seeds_together_by_default
 
 PAPER_RECIPE = dict(
@@ -50,6 +54,10 @@ PAPER_RECIPE = dict(
                    momentum=0.5, final_momentum=0.7, momentum_saturate_epoch=250))
 ADVERSARIAL = (0.5, 0.25)  # alpha, eps of §6
 ATTACK_EPS, PGD_STEPS = 0.25, 10
+# The attacks as the project runs them (fgsm_repro.evaluation.adversarial_examples), clipped to the
+# pixel range like torchattacks; PGD with step eps/4 and a random start, like torchattacks.PGD below.
+ATTACKS = {"fgsm": FGSM(eps=ATTACK_EPS, clip=(0.0, 1.0)),
+           "pgd": PGD(eps=ATTACK_EPS, steps=PGD_STEPS, step_size=ATTACK_EPS / 4, clip=(0.0, 1.0))}
 TARGET_SPEEDUP, TARGET_ROOFLINE = 1.5, 0.9
 PEAK_REPS = 5  # matmuls per peak measurement beside each timed repetition
 MAX_REPS = 25  # however short the workload (each repetition also pauses SETTLE_S per side)
@@ -106,7 +114,7 @@ class Workload:
     def dense_shapes(self, s: BenchSettings) -> list[tuple[int, int]]:
         """(in, out) of each layer's dense product per example (a conv's: at every position)."""
         if self.kind == "conv":
-            return [(pos * k, n) for pos, k, n in self.model(s).layer_shapes(*self.image_shape)]
+            return [(pos * k, n) for pos, k, n in layer_shapes(self.model(s), *self.image_shape)]
         units, pieces, d_in, classes = self.width(s), 5, 784, 10
         return [(d_in, units * pieces), (units, units * pieces), (units, classes)]
 
@@ -159,15 +167,9 @@ def _jax_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
     if w.kind in ("fgsm", "pgd"):
         x, y = _synthetic(s.test_examples, 1, w.image_shape)
         params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
-        if w.kind == "fgsm":
-            attack = AttackConfig(eps=ATTACK_EPS, clip=(0.0, 1.0))
-
-            def run():
-                with data_parallel_evaluation(s.data_parallel):
-                    return adversarial_examples(model, SOFTMAX, params, x, y, attack)
-
-            return [run]
-        return [_jax_pgd(model, params, x, y, s.data_parallel)]
+        attack = ATTACKS[w.kind]
+        mesh = data_mesh() if s.data_parallel else None
+        return [lambda: adversarial_examples(model, SOFTMAX, params, x, y, attack, mesh=mesh)]
     cfg = TrainConfig(epochs=1, **_recipe(w), data_parallel=s.data_parallel,
                       adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
                       if w.kind == "adversarial" else None)
@@ -189,27 +191,6 @@ def _jax_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
         return run
 
     return [member_epoch(i) for i in range(len(box))]
-
-
-def _jax_pgd(model, params, x: np.ndarray, y: np.ndarray, data_parallel: bool) -> Callable[[], Any]:
-    from fgsm_repro.attacks import pgd
-    from fgsm_repro.evaluation import EVAL_BATCH
-    from fgsm_repro.objectives import SOFTMAX
-
-    @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(model, attack=True))
-    def attack(xb, yb, key):
-        def loss_fn(x_, y_):
-            return SOFTMAX.loss(model.apply({"params": params}, x_), y_).sum()
-
-        return pgd(loss_fn, xb, yb, ATTACK_EPS, step_size=ATTACK_EPS / 4, steps=PGD_STEPS, key=key, clip=(0.0, 1.0))
-
-    def run():
-        key = jax.random.PRNGKey(0)
-        with data_parallel_evaluation(data_parallel):
-            return [np.asarray(attack(put_eval_batch(x[i:i + EVAL_BATCH]), put_eval_batch(y[i:i + EVAL_BATCH]),
-                                      jax.random.fold_in(key, i))) for i in range(0, len(x), EVAL_BATCH)]
-
-    return run
 
 
 def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]]:
@@ -246,14 +227,14 @@ def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]
 def conv_products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]]:
     """The conv net's training products alone, one call per minibatch: each conv layer's forward
     convolution and its gradients to the kernel and (but for the first layer) to the input, in
-    the forms the model's training runs (:func:`fgsm_repro.models.conv_nhwc`), and the dense
+    the forms the model's training runs (:func:`fgsm_repro.ops.conv.conv_nhwc`), and the dense
     layers' three products, on random operands, compiled with the conv programs' options. Timed,
     it is how fast the epoch would be if maxout, pooling, dropout, the softmax and the optimizer
     were free."""
-    from fgsm_repro.models import conv_nhwc
+    from fgsm_repro.ops.conv import conv_nhwc
 
     model = w.model(s)
-    convs, _ = model.conv_layers(*w.image_shape)
+    convs, _ = conv_layers(model, *w.image_shape)
     dense = w.dense_shapes(s)[len(convs):]
 
     @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(model))
@@ -404,9 +385,42 @@ def _machine() -> dict:
     return info
 
 
+@contextlib.contextmanager
+def _compiling_afresh():
+    """Without JAX's persistent compilation cache, so that the record's compile times are
+    compilations, not loads. JAX decides once per process whether to use the cache: it is reset,
+    so that the switch counts (and again after)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    was_on = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", was_on)
+        compilation_cache.reset_cache()
+
+
+def write_bench(record: dict, results_dir: Path) -> Path:
+    """results/bench.json (bench.quick.json for a quick run, bench.dp<N>.json for a data-parallel one)."""
+    from fgsm_repro.results import write_json
+
+    settings = record["settings"]
+    stem = ("bench" + (".quick" if settings["unit_scale"] < 1 else "")
+            + (f".dp{record['devices']}" if settings["data_parallel"] else ""))
+    return write_json(record, Path(results_dir) / f"{stem}.json")
+
+
 def run_bench(names: list[str] | None = None, settings: BenchSettings = BenchSettings(),
               log: Callable[[str], None] = print) -> dict:
-    """Time every workload (or `names`) on both sides, interleaved; returns the bench record."""
+    """Time every workload (or `names`) on both sides, interleaved, compiling afresh; returns the
+    bench record."""
+    with _compiling_afresh():
+        return _run_bench(names, settings, log)
+
+
+def _run_bench(names: list[str] | None, settings: BenchSettings, log: Callable[[str], None]) -> dict:
     try:
         import torch  # noqa: F401
         import torchattacks  # noqa: F401

@@ -10,13 +10,13 @@ import numpy as np
 from fgsm_repro.config import DataConfig
 from fgsm_repro.data.store import DatasetInfo, load_dataset
 from fgsm_repro.errors import ReproError
-from fgsm_repro.sharding import host_aligned, host_empty
+from fgsm_repro.ops.host import host_aligned, host_empty
 
 
 @dataclass(frozen=True)
 class Splits:
     """float32 images in [0, 1] (N, H, W, C) and integer labels, per split, in host memory that
-    ``jax.device_put`` aliases rather than copies (:func:`fgsm_repro.sharding.host_empty`).
+    ``jax.device_put`` aliases rather than copies (:func:`fgsm_repro.ops.host.host_empty`).
 
     Binary tasks (``classes: [a, b]``) have labels -1 for `a` and +1 for `b`.
     """

@@ -4,8 +4,9 @@ the validation split, and the FGSM evaluation of a trained model."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,17 +14,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fgsm_repro.config import AttackConfig, ExperimentConfig, TrainConfig
+from fgsm_repro.config import AttackSpec, ExperimentConfig, experiment_configs, load_config, point_tag
 from fgsm_repro.data import Splits
-from fgsm_repro.evaluation import adversarial_examples, evaluate
+from fgsm_repro.errors import ReproError
+from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.models import build_model
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import writes_files
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
-from fgsm_repro.train import FitResult, fit_seeds
+from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit
 
 
 @dataclass
@@ -36,6 +39,8 @@ class Context:
     runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("FGSM_REPRO_RUNS_DIR") or REPO_ROOT / "runs"))
     show_progress: bool = True
     console: Console = field(default_factory=lambda: Console(stderr=True))
+    # Evaluation and attack batches are split across this mesh's devices (None: one device).
+    mesh: Mesh | None = None
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int) -> Iterator[Any]:
@@ -70,74 +75,108 @@ class Outcome:
 
 @dataclass
 class Trained:
+    """One seed's trained model of a named training of the experiment."""
+
+    name: str
     model: nn.Module
     objective: Objective
     params: Any
     fit: FitResult
-    weight_decay: float
-    selection: list[dict]  # one row per candidate: weight_decay, best epoch, validation error
+    point: dict[str, Any]  # the grid point kept (the train settings chosen on validation); {} without a grid
+    candidates: list[dict]  # one row per grid point: its settings, best epoch, epochs run, validation error
 
 
-def train_with_selection(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Trained:
-    """Train one model per candidate of `cfg.select` (or just `cfg.train`) and keep the one with
-    the lowest validation error — the paper gives no hyperparameters for these models, and
-    paper-targets §2 asks for selection on the validation split."""
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    candidates = cfg.select.weight_decay if cfg.select else [cfg.train.weight_decay]
-    rows, best = [], None
-    for wd in candidates:
-        train_cfg = cfg.train.model_copy(update={"weight_decay": wd})
-        result = fit_for_experiment(model, objective, train_cfg, splits, seed, ctx, cfg, tag=f"wd{wd:g}")
-        rows.append({"weight_decay": wd, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                     "val_error": result.best_val_error})
-        if best is None or result.best_val_error < best[1].best_val_error:  # config ensures a validation set
-            best = (wd, result)
-    wd, result = best
-    return Trained(model, objective, result.params, result, wd, rows)
+def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ctx: Context) -> list[Trained]:
+    """The trained models of training `name` of `cfg`, one per seed (several seeds step together).
+
+    With a grid, one run per point; each seed keeps the point with the lowest validation error
+    (the paper leaves these settings unstated; paper-targets §2 asks for choosing them on the
+    validation split). A training that reuses another config's is trained there (its checkpoints,
+    its run folder), or restored from it when it has been trained already.
+    """
+    spec = _training(cfg, name)
+    if spec.reuse:
+        other = _reused_config(cfg, name)
+        return [dataclasses.replace(t, name=name) for t in train(other, spec.reuse.training, splits, seeds, ctx)]
+    model, objective = build_model_of(cfg, name)
+    points = spec.points()
+    fits = {tag: fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, seeds, ctx,
+                                   tag=f"{name}-{tag}" if tag else name, key=cfg.training_hash(name, point))
+            for tag, point in ((point_tag(p), p) for p in points)}
+    out = []
+    for i, _ in enumerate(seeds):
+        results = [(point, fits[point_tag(point)][i]) for point in points]
+        rows = [{**point, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "val_error": r.best_val_error}
+                for point, r in results]
+        # The first point with the lowest validation error (the config ensures a validation set for a choice).
+        point, result = min(results, key=lambda pr: pr[1].best_val_error if len(results) > 1 else 0)
+        out.append(Trained(name, model, objective, result.params, result, point, rows))
+    return out
 
 
-def fit_logged(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits, seeds: list[int],
-               ctx: Context, *, label: str, checkpoint_dirs: list[Path] | None, config_hash: str,
-               on_epoch=None) -> list[FitResult]:
-    """`fit_seeds` on the splits with a progress bar; resumes from `checkpoint_dirs` if they hold
-    checkpoints."""
-    with ctx.progress(label, train_cfg.epochs * len(seeds)) as advance:
+def sweep(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Context,
+          measure: Callable[[dict, dict, Any], dict]) -> list[dict]:
+    """Training `name` (``choose: all``) at every grid point, with ``measure(point, record, params)``
+    after each of its `measure_epochs`; one row per point and epoch: the point, the epoch, the
+    validation error and what `measure` returns. No checkpoints: a resumed, finished run would
+    skip the epochs to measure at."""
+    spec = _training(cfg, name)
+    model, objective = build_model_of(cfg, name)
+    marks, rows = set(spec.measure_epochs), []
+    for point in spec.points():
+        def at_mark(record, params, point=point):
+            if record["epoch"] in marks:
+                rows.append({**point, "epochs": record["epoch"], "val_error": record.get("val_error"),
+                             **measure(point, record, params)})
+
+        fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, [seed], ctx,
+                          tag=f"sweep-{name}-{point_tag(point)}", on_epoch=at_mark, checkpoint=False)
+    return rows
+
+
+def build_model_of(cfg: ExperimentConfig, training: str) -> tuple[nn.Module, Objective]:
+    """The model (and its output objective) that training `training` of `cfg` trains."""
+    model = cfg.model_of(training)
+    return build_model(model.name, model.options)
+
+
+def _training(cfg: ExperimentConfig, name: str):
+    specs = cfg.training_specs()
+    if name not in specs:
+        raise ReproError(f"{cfg.name}: experiment {cfg.experiment} needs a training named {name!r} under "
+                         f"'trainings' (it has {', '.join(specs)})")
+    return specs[name]
+
+
+def _reused_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
+    """The config whose training `name` of `cfg` reuses, in the same profile; its data must be ours."""
+    ref = cfg.training_specs()[name].reuse
+    configs = experiment_configs(cfg.folder)
+    if ref.config not in configs:
+        raise ReproError(f"{cfg.name}: trainings.{name}.reuse: no config {ref.config!r} in {cfg.folder}")
+    other = load_config(configs[ref.config], cfg.profile)
+    if other.data != cfg.data:
+        raise ReproError(f"{cfg.name}: trainings.{name} reuses {ref.config}, which trains on other data")
+    _training(other, ref.training)
+    return other
+
+
+def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, seeds: list[int], ctx: Context,
+                      tag: str, *, key: str | None = None, on_epoch=None, checkpoint: bool = True) -> list[FitResult]:
+    """:func:`fgsm_repro.train.fit` with a progress bar and, unless `checkpoint` is False, checkpoints
+    in ``runs/<config>.<profile>/seed<N>-<tag>`` (resumed when they are there) under `key` (default:
+    the training hash of the config's model with the trainer's train section, and the tag)."""
+    run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}"
+    key = f"{key or cfg.model_copy(update={'train': trainer.train}).training_hash()}-{tag}"
+    label = f"{cfg.name} [{cfg.profile}] seed {','.join(map(str, seeds))} {tag}"
+    with ctx.progress(label, trainer.train.epochs * len(seeds)) as advance:
         def callback(record, params):
             advance(record)
             if on_epoch:
                 on_epoch(record, params)
 
-        return fit_seeds(model, objective, train_cfg, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                         seeds, checkpoint_dirs=checkpoint_dirs, config_hash=config_hash, on_epoch=callback)
-
-
-def fit_seeds_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits,
-                             seeds: list[int], ctx: Context, cfg: ExperimentConfig, tag: str, on_epoch=None,
-                             checkpoint: bool = True) -> list[FitResult]:
-    """`fit_logged` with checkpoints in ``runs/<experiment>.<profile>/seed<N>-<tag>`` (unless
-    `checkpoint` is False); the seeds train together."""
-    run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}"
-    return fit_logged(model, objective, train_cfg, splits, seeds, ctx,
-                      label=f"{cfg.name} [{cfg.profile}] seed {','.join(map(str, seeds))} {tag}",
-                      checkpoint_dirs=[run_dir / f"seed{seed}-{tag}" for seed in seeds] if checkpoint else None,
-                      # Keyed by the train section actually used (variants, adversarial twins).
-                      config_hash=f"{cfg.model_copy(update={'train': train_cfg}).training_hash()}-{tag}",
-                      on_epoch=on_epoch)
-
-
-def fit_for_experiment(model: nn.Module, objective: Objective, train_cfg: TrainConfig, splits: Splits, seed: int,
-                       ctx: Context, cfg: ExperimentConfig, tag: str, on_epoch=None,
-                       checkpoint: bool = True) -> FitResult:
-    """:func:`fit_seeds_for_experiment` for one seed."""
-    return fit_seeds_for_experiment(model, objective, train_cfg, splits, [seed], ctx, cfg, tag, on_epoch,
-                                    checkpoint)[0]
-
-
-def fgsm_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
-                 attack: AttackConfig) -> tuple[dict, np.ndarray]:
-    """Metrics of `model` on FGSM examples generated on itself, and the examples."""
-    x_adv = adversarial_examples(model, objective, params, x, y, attack)
-    return evaluate(model, objective, params, x_adv, y), x_adv
+        return fit(trainer, splits, seeds, on_epoch=callback,
+                   checkpoints=Checkpoints(lambda seed: run_dir / f"seed{seed}-{tag}", key) if checkpoint else None)
 
 
 def weight_norms(params) -> dict[str, float]:
@@ -146,19 +185,19 @@ def weight_norms(params) -> dict[str, float]:
             "weight_l2": float(np.sqrt(sum((k ** 2).sum() for k in kernels)))}
 
 
-def clean_and_fgsm(trained: Trained, splits: Splits, attack: AttackConfig) -> tuple[dict, np.ndarray]:
+def clean_and_attacked(trained: Trained, splits: Splits, attack: AttackSpec, ctx: Context) -> tuple[dict, np.ndarray]:
     """Test-set numbers of a trained model: clean error and confidence, FGSM error and
     confidences (all examples, mistakes only), and — per paper-targets §2 — the same FGSM
     with the examples clipped to [0, 1] beside the configured (by default unclipped) one.
 
     Returns (row, adversarial test examples of the configured attack).
     """
-    clean = evaluate(trained.model, trained.objective, trained.params, splits.x_test, splits.y_test)
-    adv, x_adv = fgsm_metrics(trained.model, trained.objective, trained.params, splits.x_test, splits.y_test,
-                              attack)
+    clean = evaluate(trained.model, trained.objective, trained.params, splits.x_test, splits.y_test, mesh=ctx.mesh)
+    adv, x_adv = attack_metrics(trained.model, trained.objective, trained.params, splits.x_test, splits.y_test,
+                                attack, mesh=ctx.mesh)
     other_clip = None if attack.clip else (0.0, 1.0)
-    adv_other, _ = fgsm_metrics(trained.model, trained.objective, trained.params, splits.x_test,
-                                splits.y_test, attack.model_copy(update={"clip": other_clip}))
+    adv_other, _ = attack_metrics(trained.model, trained.objective, trained.params, splits.x_test,
+                                  splits.y_test, attack.model_copy(update={"clip": other_clip}), mesh=ctx.mesh)
     suffix = "unclipped" if attack.clip else "clipped"
     row = {
         "clean_error": clean["error"],
@@ -172,41 +211,6 @@ def clean_and_fgsm(trained: Trained, splits: Splits, attack: AttackConfig) -> tu
         **weight_norms(trained.params),
     }
     return row, x_adv
-
-
-def sensitivity_sweep(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> list[dict]:
-    """FGSM numbers after `epochs` of training with each `weight_decay` of cfg.sensitivity
-    (no early stopping): shows how much these unstated choices move the attack's numbers."""
-    if not cfg.sensitivity or not cfg.sensitivity.epochs:
-        return []
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    marks = sorted(set(cfg.sensitivity.epochs))
-    rows = []
-    for wd in cfg.sensitivity.weight_decay or [cfg.train.weight_decay]:
-        train_cfg = cfg.train.model_copy(update={"weight_decay": wd, "epochs": marks[-1],
-                                                 "early_stopping_patience": None})
-
-        def at_mark(record, params, wd=wd):
-            if record["epoch"] in marks:
-                adv, _ = fgsm_metrics(model, objective, params, splits.x_test, splits.y_test, cfg.attack)
-                clean = evaluate(model, objective, params, splits.x_test, splits.y_test)
-                rows.append({"weight_decay": wd, "epochs": record["epoch"], "val_error": record.get("val_error"),
-                             "clean_error": clean["error"], "fgsm_error": adv["error"],
-                             "fgsm_confidence_mistakes": adv["confidence_mistakes"],
-                             "fgsm_confidence_all": adv["confidence_all"], **weight_norms(params)})
-
-        # No checkpoint: a resumed, finished run would skip the epochs this sweep measures at.
-        fit_for_experiment(model, objective, train_cfg, splits, seed, ctx, cfg, tag=f"sweep-wd{wd:g}",
-                           on_epoch=at_mark, checkpoint=False)
-    return rows
-
-
-def train_variants(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> tuple[nn.Module, Objective,
-                                                                                             dict[str, FitResult]]:
-    """Train the configured model once per entry of ``cfg.variants``."""
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    return model, objective, {name: fit_for_experiment(model, objective, cfg.variant(name), splits, seed, ctx, cfg,
-                                                       tag=name) for name in cfg.variants}
 
 
 def pyplot():

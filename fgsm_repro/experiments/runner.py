@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fgsm_repro.config import experiment_configs, load_config, read_yaml, train_overrides
+from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, read_yaml, train_overrides
 from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
 from fgsm_repro.experiments.common import Context, Outcome
+from fgsm_repro.models import MODELS
 from fgsm_repro.processes import require_data_parallel
 from fgsm_repro.reference import claim_ids
-from fgsm_repro.results import git_state, provenance, write_result
-from fgsm_repro.sharding import data_parallel_evaluation
+from fgsm_repro.results import ResultRecord, git_state, provenance, write_result
+from fgsm_repro.sharding import data_mesh
 from fgsm_repro.train import seeds_together_by_default
 
 # Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
@@ -44,23 +46,45 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
     return mean, {c: v for c, v in ci95.items() if v}
 
 
+def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
+    """The experiment module `cfg` names, after checking the names it uses (one-line errors)."""
+    if cfg.experiment not in EXPERIMENTS:
+        raise ReproError(f"{config_path}: field 'experiment': unknown experiment {cfg.experiment!r}; "
+                         f"known: {', '.join(sorted(EXPERIMENTS))}")
+    for name, model in cfg.model_specs().items():
+        field = "model" if cfg.model is not None else f"models.{name}"
+        if model.name not in MODELS:
+            raise ReproError(f"{config_path}: field '{field}.name': unknown model {model.name!r}; "
+                             f"known: {', '.join(sorted(MODELS))}")
+        binary = MODELS[model.name].objective.binary
+        if binary != (cfg.data.classes is not None):
+            raise ReproError(f"{config_path}: field 'data.classes': model {model.name} needs " + (
+                "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
+    module = EXPERIMENTS[cfg.experiment]
+    missing = [t for t in module.TRAININGS if t not in cfg.training_specs()]
+    if missing:
+        raise ReproError(f"{config_path}: field 'trainings': experiment {cfg.experiment} needs the trainings "
+                         f"{', '.join(missing)} (it has {', '.join(cfg.training_specs())})")
+    return module
+
+
 def run_config(config_path: str | Path, profile: str, ctx: Context, data_parallel: bool | None = None) -> Path:
     """Run `config_path` with `profile` for each of its seeds and write its results file;
     `data_parallel` (if given) overrides the config's ``train.data_parallel``."""
     cfg = load_config(config_path, profile, **train_overrides(data_parallel))
+    module = experiment_module(cfg, config_path)
     require_data_parallel(cfg.train.data_parallel, config_path)
-    module = EXPERIMENTS[cfg.experiment]
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
-    with data_parallel_evaluation(cfg.train.data_parallel):
-        together = cfg.seeds_together if cfg.seeds_together is not None else seeds_together_by_default()
-        if together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
-            outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
-        else:
-            outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
+    ctx = dataclasses.replace(ctx, mesh=data_mesh() if cfg.train.data_parallel else None)
+    together = cfg.seeds_together if cfg.seeds_together is not None else seeds_together_by_default()
+    if together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
+        outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
+    else:
+        outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
     measured, ci95 = aggregate(outcomes)
-    record = {
+    record = ResultRecord(**{
         "name": cfg.name,
         "experiment": cfg.experiment,
         "description": cfg.description,
@@ -75,7 +99,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
         "profile_note": cfg.profile_note,
         "notes": outcomes[0].notes,
         "provenance": provenance(cfg, config_path, splits.info, time.perf_counter() - start, git),
-    }
+    })
     return write_result(record, ctx.results_dir)
 
 

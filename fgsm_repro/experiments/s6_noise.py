@@ -14,22 +14,25 @@ from __future__ import annotations
 
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
-from fgsm_repro.evaluation import evaluate
-from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, train_variants
+from fgsm_repro.evaluation import attack_metrics, evaluate
+from fgsm_repro.experiments.common import Context, Outcome, train
 
 CLAIMS = ("S6.noise_sign", "S6.noise_uniform")
-CLAIM_OF_VARIANT = {"random_sign": "S6.noise_sign", "uniform": "S6.noise_uniform"}
+CLAIM_OF_TRAINING = {"random_sign": "S6.noise_sign", "uniform": "S6.noise_uniform"}
+TRAININGS = tuple(CLAIM_OF_TRAINING)
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
-    model, objective, fits = train_variants(cfg, splits, seed, ctx)
     measured, rows = {}, []
-    for name, result in fits.items():
-        clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
-        adv, _ = fgsm_metrics(model, objective, result.params, splits.x_test, splits.y_test, cfg.attack)
+    for name in TRAININGS:
+        trained, = train(cfg, name, splits, [seed], ctx)
+        model, objective, result = trained.model, trained.objective, trained.fit
+        clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=ctx.mesh)
+        adv, _ = attack_metrics(model, objective, result.params, splits.x_test, splits.y_test, cfg.attack,
+                                mesh=ctx.mesh)
         row = {"error": adv["error"], "confidence_mistakes": adv["confidence_mistakes"],
                "confidence_all": adv["confidence_all"], "clean_error": clean["error"],
                "best_epoch": result.best_epoch, "stage2_epochs": result.stage2_epochs}
-        measured[CLAIM_OF_VARIANT[name]] = row
+        measured[CLAIM_OF_TRAINING[name]] = row
         rows.append({"variant": name, **row})
     return Outcome(measured=measured, tables={"variants": rows})

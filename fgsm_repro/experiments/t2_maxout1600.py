@@ -16,28 +16,27 @@ from __future__ import annotations
 
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
-from fgsm_repro.evaluation import evaluate
-from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, fit_seeds_for_experiment
-from fgsm_repro.models import build_model
-from fgsm_repro.train import FitResult
+from fgsm_repro.evaluation import attack_metrics, evaluate
+from fgsm_repro.experiments.common import Context, Outcome, Trained, train
 
 CLAIMS = ("T2.clean1600", "T2.adv1600")
+TRAININGS = ("model",)
 
 
 def run_seeds(cfg: ExperimentConfig, splits: Splits, seeds: list[int], ctx: Context) -> list[Outcome]:
     """All seeds trained together (one vmapped program), then evaluated one by one."""
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    results = fit_seeds_for_experiment(model, objective, cfg.train, splits, seeds, ctx, cfg, tag="model")
-    return [_outcome(cfg, model, objective, splits, result) for result in results]
+    return [_outcome(cfg, splits, trained, ctx) for trained in train(cfg, "model", splits, seeds, ctx)]
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
     return run_seeds(cfg, splits, [seed], ctx)[0]
 
 
-def _outcome(cfg: ExperimentConfig, model, objective, splits: Splits, result: FitResult) -> Outcome:
-    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test)
-    adv, _ = fgsm_metrics(model, objective, result.params, splits.x_test, splits.y_test, cfg.attack)
+def _outcome(cfg: ExperimentConfig, splits: Splits, trained: Trained, ctx: Context) -> Outcome:
+    model, objective, result = trained.model, trained.objective, trained.fit
+    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=ctx.mesh)
+    adv, _ = attack_metrics(model, objective, result.params, splits.x_test, splits.y_test, cfg.attack,
+                            mesh=ctx.mesh)
     row = {"error": clean["error"], "fgsm_error": adv["error"], "best_epoch": result.best_epoch,
            "best_val_error": result.best_val_error, "stage2_epochs": result.stage2_epochs,
            "retrain_epochs": result.retrain_epochs, "seconds_per_epoch": result.seconds_per_epoch}

@@ -8,9 +8,9 @@ examples (ε = .25) with 97.6% average confidence (T1.maxout); it has 0.94% test
 more localized first-layer weights (F3.weights).
 
 Protocol: both models follow the pylearn2 ``mnist_pi`` recipe of the `train` section (stage 1
-with early stopping on the clean validation error, then stage 2 on all 60k); the adversarial
-twin adds `adversarial_training`. FGSM examples are generated in inference mode (no dropout),
-with true labels and no clipping, on the 10k test images.
+with early stopping on the clean validation error, then stage 2 on all 60k): the trainings
+``naive`` and ``adversarial``, which adds the adversarial objective. FGSM examples are generated
+in inference mode (no dropout), with true labels and no clipping, on the 10k test images.
 """
 
 from __future__ import annotations
@@ -19,32 +19,31 @@ import numpy as np
 
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
-from fgsm_repro.evaluation import evaluate
-from fgsm_repro.experiments.common import Context, Outcome, fgsm_metrics, fit_for_experiment, pyplot, save_figure
-from fgsm_repro.models import build_model
+from fgsm_repro.evaluation import attack_metrics, evaluate
+from fgsm_repro.experiments.common import Context, Outcome, pyplot, save_figure, train
 
 CLAIMS = ("T1.maxout", "T2.clean240", "T2.adv240", "T2.adverr", "T2.transfer_a", "T2.transfer_b", "T2.conf",
           "F3.weights")
+TRAININGS = ("naive", "adversarial")
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
-    model, objective = build_model(cfg.model.name, cfg.model.options)
-    adv_train = cfg.train.model_copy(update={"adversarial": cfg.adversarial_training})
-    fits = {name: fit_for_experiment(model, objective, train_cfg, splits, seed, ctx, cfg, tag=name)
-            for name, train_cfg in (("naive", cfg.train), ("adversarial", adv_train))}
-    params = {name: f.params for name, f in fits.items()}
+    trained = {name: train(cfg, name, splits, [seed], ctx)[0] for name in TRAININGS}
+    fits = {name: t.fit for name, t in trained.items()}
+    params = {name: t.params for name, t in trained.items()}
     x, y = splits.x_test, splits.y_test
-    clean = {name: evaluate(model, objective, p, x, y) for name, p in params.items()}
+    clean = {name: evaluate(t.model, t.objective, t.params, x, y, mesh=ctx.mesh) for name, t in trained.items()}
     own, x_adv = {}, {}
-    for name, p in params.items():
-        own[name], x_adv[name] = fgsm_metrics(model, objective, p, x, y, cfg.attack)
+    for name, t in trained.items():
+        own[name], x_adv[name] = attack_metrics(t.model, t.objective, t.params, x, y, cfg.attack, mesh=ctx.mesh)
 
     def error_on(name: str, examples: np.ndarray) -> float:
-        return evaluate(model, objective, params[name], examples, y)["error"]
+        t = trained[name]
+        return evaluate(t.model, t.objective, t.params, examples, y, mesh=ctx.mesh)["error"]
 
     training = {f"{name}_{k}": v for name, f in fits.items() for k, v in
                 (("best_epoch", f.best_epoch), ("stage2_epochs", f.stage2_epochs), ("val_error", f.best_val_error))}
-    figure = _figure(params, cfg, seed, ctx)
+    figure = _figure(params, trained["naive"].model.pieces, cfg, seed, ctx)
     return Outcome(
         measured={
             "T1.maxout": {"error": own["naive"]["error"], "confidence_mistakes": own["naive"]["confidence_mistakes"],
@@ -76,10 +75,9 @@ def localization(params, top: float = 0.10) -> float:
     return float(100.0 * np.mean(w[:k].sum(0) / np.maximum(w.sum(0), 1e-12)))
 
 
-def _figure(params: dict, cfg: ExperimentConfig, seed: int, ctx: Context, units: int = 4) -> str:
+def _figure(params: dict, pieces: int, cfg: ExperimentConfig, seed: int, ctx: Context, units: int = 4) -> str:
     """Fig. 3: the first-layer weights (all pieces of the first `units` units) of both models."""
     plt = pyplot()
-    pieces = cfg.model.options.get("pieces", 5)
     fig, axes = plt.subplots(2 * units, pieces, figsize=(1.2 * pieces, 1.2 * units * 2))
     for row, name in enumerate(("naive", "adversarial")):
         kernel = np.asarray(params[name]["maxout0"]["kernel"])

@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from fgsm_repro.config.attacks import FGSM, PGD, AttackSpec, NestedFieldError, parse_attack
 from fgsm_repro.errors import ReproError
+
+__all__ = ["FGSM", "PGD", "AttackSpec", "DataConfig", "ExperimentConfig", "ModelConfig", "RunRef", "TrainConfig",
+           "TrainingConfig", "experiment_configs", "load_config", "point_tag"]
 
 PROFILES = ("paper", "fast", "ci")
 
@@ -121,32 +135,59 @@ class TrainConfig(_Strict):
         return self
 
 
-class AttackConfig(_Strict):
-    name: Literal["fgsm"] = "fgsm"
-    eps: NonNegativeFloat
-    # Clip adversarial inputs to this range; None = no clipping (the paper's tables, §2).
-    clip: tuple[float, float] | None = None
-    labels: Literal["true", "predicted"] = "true"
+class RunRef(_Strict):
+    """A training of another experiment config, reused as it was trained there (same profile and
+    seeds; trained there first if it has not been)."""
 
-    @field_validator("clip")
-    @classmethod
-    def _ordered(cls, v):
-        if v is not None and not v[0] < v[1]:
-            raise ValueError("clip must be [low, high] with low < high")
-        return v
+    config: str  # the other config's name: its file's stem, in the same folder as this config
+    training: str = "model"
 
 
-class SensitivityConfig(_Strict):
-    """A small sweep reported beside the selected run; never used to choose anything."""
-
-    weight_decay: list[NonNegativeFloat] = Field(default_factory=list)
-    epochs: list[PositiveInt] = Field(default_factory=list)
+# Short names of train settings in the tags of grid points (checkpoint folders, tables).
+GRID_TAGS = {"weight_decay": "wd"}
 
 
-class SelectionConfig(_Strict):
-    """Candidates for an unstated hyperparameter, chosen by validation error."""
+class TrainingConfig(_Strict):
+    """One trained model of an experiment: a model of the experiment's `models`, trained with the
+    experiment's `train` section with this `train` merged over it.
 
-    weight_decay: list[NonNegativeFloat] = Field(min_length=1)
+    A `grid` of train settings trains one run per point: with ``choose: validation`` the point with
+    the lowest validation error is kept (settings the paper leaves unstated, chosen on the
+    validation split), with ``choose: all`` every point is kept (a sweep). `measure_epochs` trains
+    each point for the last of them without early stopping or checkpoints, and the experiment
+    measures the model after each (how training length moves a number). `reuse` takes the trained
+    run of another config's training instead of training here.
+    """
+
+    model: str = "model"
+    train: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    choose: Literal["validation", "all"] = "validation"
+    measure_epochs: list[PositiveInt] = Field(default_factory=list)
+    reuse: RunRef | None = None
+
+    @model_validator(mode="after")
+    def _reuse_alone(self):
+        if self.reuse and (self.train or self.grid or self.measure_epochs or "model" in self.model_fields_set):
+            raise ValueError("reuse takes the other config's training as it is: no model, train, grid or "
+                             "measure_epochs beside it")
+        return self
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid's points (train settings), in order; one empty point without a grid."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
+
+    def overrides(self, point: dict[str, Any]) -> dict[str, Any]:
+        """What this training (at grid `point`) merges over the experiment's train section."""
+        extra = {"epochs": max(self.measure_epochs), "early_stopping_patience": None} if self.measure_epochs else {}
+        return deep_merge(deep_merge(self.train, point), extra)
+
+
+def point_tag(point: dict[str, Any]) -> str:
+    """A short name for a grid point, e.g. ``wd0.0001``."""
+    return "-".join(f"{GRID_TAGS.get(k, k)}{v:g}" if isinstance(v, float | int) and not isinstance(v, bool)
+                    else f"{GRID_TAGS.get(k, k)}{v}" for k, v in point.items())
 
 
 class ExperimentConfig(_Strict):
@@ -159,37 +200,31 @@ class ExperimentConfig(_Strict):
     # Where this experiment knowingly departs from the paper (shown in the report).
     deviations: list[str] = Field(default_factory=list)
     data: DataConfig = DataConfig()
-    model: ModelConfig
+    # One model (named "model"), or several by name under `models`.
+    model: ModelConfig | None = None
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
     train: TrainConfig
-    attack: AttackConfig
+    attack: SerializeAsAny[AttackSpec]
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     # Train the seeds together in one vmapped program (experiments that support it) rather than
     # one after another: the same runs up to float rounding, so not part of the config hash.
     # None (auto): together on accelerators, one after another on a CPU, where `fgsm-repro bench`
     # measured the vmapped ensemble epoch slower than the same epochs one by one.
     seeds_together: bool | None = None
-    select: SelectionConfig | None = None
-    sensitivity: SensitivityConfig | None = None
-    # For experiments that compare a model with its adversarially trained twin (same `train`
-    # section plus this objective).
-    adversarial_training: AdversarialTrainingConfig | None = None
-    # Named variants of `train` (overrides merged into it), for experiments that compare them.
-    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The trained models, by name (experiments refer to them by these names); none: one training
+    # of "model" with `train` as it is.
+    trainings: dict[str, TrainingConfig] = Field(default_factory=dict)
+    # The folder the config was loaded from: `reuse` finds the configs it names there.
+    _folder: Path | None = PrivateAttr(default=None)
 
-    @field_validator("variants")
+    @property
+    def folder(self) -> Path:
+        return self._folder or CONFIG_DIR
+
+    @field_validator("attack", mode="before")
     @classmethod
-    def _variants_are_train_overrides(cls, v, info):
-        base = info.data.get("train")
-        for name, override in v.items():
-            try:
-                TrainConfig.model_validate(deep_merge(base.model_dump() if base else {}, override))
-            except ValidationError as e:
-                err = e.errors()[0]
-                raise ValueError(f"variant {name!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-        return v
-
-    def variant(self, name: str) -> TrainConfig:
-        return TrainConfig.model_validate(deep_merge(self.train.model_dump(), self.variants[name]))
+    def _attack_by_name(cls, v):
+        return parse_attack(v)
 
     @field_validator("claims")
     @classmethod
@@ -202,21 +237,47 @@ class ExperimentConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _known_model_and_experiment(self):
-        from fgsm_repro.experiments import EXPERIMENTS
-        from fgsm_repro.models import MODELS
-
-        if self.experiment not in EXPERIMENTS:
-            raise ValueError(f"unknown experiment {self.experiment!r}; known: {sorted(EXPERIMENTS)}")
-        if self.model.name not in MODELS:
-            raise ValueError(f"unknown model {self.model.name!r}; known: {sorted(MODELS)}")
-        binary = MODELS[self.model.name].objective.binary
-        if binary != (self.data.classes is not None):
-            raise ValueError(f"model {self.model.name} needs " + (
-                "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
-        if self.select and len(self.select.weight_decay) > 1 and self.data.validation_size == 0:
-            raise ValueError("select needs a validation set (data.validation_size > 0)")
+    def _models_and_trainings(self):
+        if (self.model is None) == (not self.models):
+            raise ValueError("give either model (one model) or models (several, by name)")
+        models = self.model_specs()
+        for name, training in self.training_specs().items():
+            if training.reuse:
+                continue
+            if training.model not in models:
+                raise NestedFieldError(("trainings", name, "model"), f"{training.model!r} is not one of the models "
+                                       f"({', '.join(models)})")
+            for point in training.points():
+                try:
+                    self.train_of(name, point)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    raise NestedFieldError(("trainings", name, "train", *err["loc"]), err["msg"]) from None
+            if training.choose == "validation" and len(training.points()) > 1 and self.data.validation_size == 0:
+                raise NestedFieldError(("trainings", name, "grid"), "choosing on validation needs a validation set "
+                                       "(data.validation_size > 0)")
         return self
+
+    def model_specs(self) -> dict[str, ModelConfig]:
+        """The models by name (a single `model` is named "model")."""
+        return dict(self.models) or {"model": self.model}
+
+    def training_specs(self) -> dict[str, TrainingConfig]:
+        """The trainings by name (without `trainings`: one, "model", with `train` as it is)."""
+        return dict(self.trainings) or {"model": TrainingConfig()}
+
+    def default_training(self) -> str:
+        """The training that `fgsm-repro train` trains unless told: "model", else the first."""
+        specs = self.training_specs()
+        return "model" if "model" in specs else next(iter(specs))
+
+    def train_of(self, training: str | None = None, point: dict[str, Any] | None = None) -> TrainConfig:
+        """The train section of `training` (default: :meth:`default_training`) at grid `point`."""
+        overrides = self.training_specs()[training or self.default_training()].overrides(point or {})
+        return TrainConfig.model_validate(deep_merge(self.train.model_dump(), overrides)) if overrides else self.train
+
+    def model_of(self, training: str | None = None) -> ModelConfig:
+        return self.model_specs()[self.training_specs()[training or self.default_training()].model]
 
     def hash(self) -> str:
         """sha256 of the resolved config (after the profile merge), first 16 hex digits. Prose
@@ -224,16 +285,39 @@ class ExperimentConfig(_Strict):
         rewording a note or adding an option leaves the hash of what runs unchanged."""
         return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_HASHED))
 
-    def training_hash(self) -> str:
-        """Hash of what determines trained parameters (data, model, train): checkpoints stay
-        valid when only prose, the attack or the sweeps change."""
-        return _hash(self.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True,
-                                     exclude={"train": {"data_parallel"}}))
+    def training_hash(self, training: str | None = None, point: dict[str, Any] | None = None) -> str:
+        """Hash of what determines the trained parameters of `training` (data, model, train):
+        checkpoints stay valid when only prose, the attack or other trainings change."""
+        one = self.model_copy(update={"model": self.model_of(training), "models": {},
+                                      "train": self.train_of(training, point)})
+        return _hash(one.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True,
+                                    exclude={"train": {"data_parallel"}}))
 
 
 PROSE = {"name", "description", "deviations", "profile_note"}
 # Prose, and how the work is laid out on the machine (same results up to float rounding).
 NOT_HASHED = {**dict.fromkeys(PROSE, True), "seeds_together": True, "train": {"data_parallel": True}}
+
+
+def migrate_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config in the earlier format, where `select`, `sensitivity`, `adversarial_training` and
+    `variants` named what to train, in today's `trainings` (results files record their configs in
+    the format of their day; the report compares them with today's configs through this)."""
+    raw = copy.deepcopy(raw)
+    select, sensitivity = raw.pop("select", None), raw.pop("sensitivity", None)
+    adversarial, variants = raw.pop("adversarial_training", None), raw.pop("variants", None)
+    trainings = {}
+    if select or (sensitivity and sensitivity.get("epochs")):
+        trainings["model"] = {"grid": {"weight_decay": select["weight_decay"]}} if select else {}
+    if sensitivity and sensitivity.get("epochs"):
+        grid = {"weight_decay": sensitivity["weight_decay"]} if sensitivity.get("weight_decay") else {}
+        trainings["sensitivity"] = {"grid": grid, "choose": "all", "measure_epochs": sensitivity["epochs"]}
+    if adversarial and raw.get("experiment") == "t2_maxout240":  # the one experiment that read it; others inherited it
+        trainings |= {"naive": {}, "adversarial": {"train": {"adversarial": adversarial}}}
+    trainings |= {name: {"train": override} for name, override in (variants or {}).items()}
+    if trainings:
+        raw["trainings"] = trainings
+    return raw
 
 
 def _hash(obj) -> str:
@@ -254,13 +338,17 @@ def deep_merge(base: dict, override: dict) -> dict:
 def _format_validation_error(path: Path, err: ValidationError) -> str:
     # A misspelt key also makes its correct spelling "missing": report the unknown key first.
     first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    loc, msg = tuple(first["loc"]), first["msg"]
+    nested = first.get("ctx", {}).get("error")
+    if isinstance(nested, NestedFieldError):  # a nested config's own field (attack.eps)
+        loc, msg = loc + tuple(nested.loc), nested.msg
+    field = ".".join(str(p) for p in loc) or "(top level)"
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     value = first.get("input")
-    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f", got {value!r}"
+    shown = ("" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) or nested is not None
+             else f", got {value!r}")
     return f"{path}: field '{field}': {msg}{shown}{more}"
 
 
@@ -291,7 +379,7 @@ def read_config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if parent_path in seen:
         raise ReproError(f"{path}: field 'inherit': circular inheritance through {parent_path.name}")
     base = read_config_tree(parent_path, (*seen, path.resolve()))
-    base.pop("variants", None)  # variants belong to the file that declares them
+    base.pop("trainings", None)  # trainings belong to the file that declares them
     return deep_merge(base, raw)
 
 
@@ -322,9 +410,11 @@ def load_config(path: str | Path, profile: str = "paper", **overrides: Any) -> E
     merged["profile"] = profile
     merged["name"] = path.stem
     try:
-        return ExperimentConfig.model_validate(merged)
+        cfg = ExperimentConfig.model_validate(merged)
     except ValidationError as e:
         raise ReproError(_format_validation_error(path, e)) from None
+    cfg._folder = path.resolve().parent
+    return cfg
 
 
 def train_overrides(data_parallel: bool | None) -> dict[str, Any]:
@@ -333,7 +423,7 @@ def train_overrides(data_parallel: bool | None) -> dict[str, Any]:
     return {} if data_parallel is None else {"train": {"data_parallel": data_parallel}}
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def experiment_configs(config_dir: Path = CONFIG_DIR) -> dict[str, Path]:

@@ -1,0 +1,149 @@
+"""Run directories of `fgsm-repro train`: a config's model trained for one seed, its final
+parameters and a run record, and the way back from a run directory to the trained model.
+
+A run directory holds ``checkpoints/`` (orbax, for resuming), ``final/`` (the trained parameters)
+and ``run.json`` (what was trained, on which data, and how well). Both files appear in one rename
+each: an interrupted run never leaves a half-written ``final/`` or record.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, point_tag, train_overrides
+from fgsm_repro.data import Splits, make_splits
+from fgsm_repro.errors import ReproError
+from fgsm_repro.evaluation import evaluate
+from fgsm_repro.models import build_model
+from fgsm_repro.objectives import Objective
+from fgsm_repro.processes import require_data_parallel, sync, writes_files
+from fgsm_repro.sharding import data_mesh
+from fgsm_repro.train import Checkpoints, Trainer, fit
+
+RECORD, FINAL = "run.json", "final"
+
+
+def default_run_dir(config: str | Path, profile: str, seed: int) -> Path:
+    return Path("runs") / f"{Path(config).stem}.{profile}.seed{seed}"
+
+
+@dataclass
+class TrainedRun:
+    """A trained model read back from its run directory, with the config and data it was trained on."""
+
+    run_dir: Path
+    record: dict
+    cfg: ExperimentConfig
+    model: nn.Module
+    objective: Objective
+    params: Any
+    splits: Splits
+
+    @property
+    def mesh(self):
+        return data_mesh() if self.cfg.train.data_parallel else None
+
+
+def train_run(config: str | Path, profile: str, *, training: str | None = None, seed: int | None = None,
+              run_dir: Path | None = None, fresh: bool = False, data_parallel: bool | None = None,
+              data_dir: Path | None = None, on_epoch=None) -> dict:
+    """Train training `training` of `config` (default: its only or "model" training) for one seed
+    into `run_dir`, resuming from its checkpoints, and return the run record written to
+    ``run.json``. A grid trains every point and keeps the one with the lowest validation error.
+    `on_epoch(record, params)` follows the training."""
+    cfg = load_config(config, profile, **train_overrides(data_parallel))
+    training = training or cfg.default_training()
+    if training not in cfg.training_specs():
+        raise ReproError(f"{config}: no training {training!r} (it has {', '.join(cfg.training_specs())})")
+    spec = cfg.training_specs()[training]
+    if spec.reuse:  # trained as the other config trains it
+        other = experiment_configs(cfg.folder).get(spec.reuse.config)
+        if other is None:
+            raise ReproError(f"{config}: trainings.{training}.reuse: no config {spec.reuse.config!r} in {cfg.folder}")
+        return train_run(other, profile, training=spec.reuse.training, seed=seed, run_dir=run_dir, fresh=fresh,
+                         data_parallel=data_parallel, data_dir=data_dir, on_epoch=on_epoch)
+    require_data_parallel(cfg.train.data_parallel, config)
+    seed = cfg.seeds[0] if seed is None else seed
+    run_dir = Path(run_dir or default_run_dir(config, profile, seed)).resolve()
+    if fresh and run_dir.exists() and writes_files():
+        shutil.rmtree(run_dir)
+    sync("fresh run dir")
+    start = time.perf_counter()
+    splits = make_splits(cfg.data, data_dir)
+    model_cfg = cfg.model_of(training)
+    model, objective = build_model(model_cfg.name, model_cfg.options)
+    points, fits = spec.points(), []
+    for point in points:
+        folder = "checkpoints" + (f"-{point_tag(point)}" if len(points) > 1 else "")
+        key = f"{cfg.training_hash(training, point)}-seed{seed}"
+        fits += fit(Trainer(model, objective, cfg.train_of(training, point)), splits, [seed], on_epoch=on_epoch,
+                    checkpoints=Checkpoints(lambda _, folder=folder: run_dir / folder, key))
+    # The first point with the lowest validation error (a choice among several needs a validation set).
+    i = min(range(len(points)), key=lambda k: fits[k].best_val_error if len(points) > 1 else 0)
+    point, result = points[i], fits[i]
+    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test,
+                     mesh=data_mesh() if cfg.train.data_parallel else None)
+    _save_params(run_dir, result.params)
+    record = {"config": str(Path(config).resolve()), "profile": profile, "training": training, "point": point,
+              "seed": seed, "config_hash": cfg.hash(), "training_hash": cfg.training_hash(training, point),
+              "model": model_cfg.name, "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run,
+              "best_epoch": result.best_epoch, "val_error": result.best_val_error, "test_error": clean["error"],
+              "wall_time_s": round(time.perf_counter() - start, 2)}
+    if writes_files():
+        (run_dir / f"{RECORD}.partial").write_text(json.dumps(record, indent=2))
+        (run_dir / f"{RECORD}.partial").replace(run_dir / RECORD)
+    sync("run written")  # no process ends before the run is complete on disk
+    return record
+
+
+def _save_params(run_dir: Path, params) -> None:
+    """Write the final parameters beside, then swap them in: never a half-written ``final/``."""
+    final, staged = run_dir / FINAL, run_dir / f"{FINAL}.partial"
+    if writes_files():
+        shutil.rmtree(staged, ignore_errors=True)
+    sync("final.partial cleared")
+    with ocp.StandardCheckpointer() as ckptr:  # every process takes part; orbax writes once
+        ckptr.save(staged, params)
+    if writes_files():
+        shutil.rmtree(final, ignore_errors=True)
+        staged.rename(final)
+
+
+def load_run(run_dir: str | Path, *, data_parallel: bool | None = None, data_dir: Path | None = None) -> TrainedRun:
+    """The trained model of `run_dir`, refused (one line) when its config's training part changed."""
+    run_dir = Path(run_dir)
+    record_path = run_dir / RECORD
+    if not record_path.is_file():
+        raise ReproError(f"{run_dir}: not a trained run (no {RECORD}); train one with `fgsm-repro train CONFIG`")
+    try:
+        record = json.loads(record_path.read_text())
+        config, profile, trained_hash = record["config"], record["profile"], record["training_hash"]
+    except (ValueError, KeyError) as e:
+        raise ReproError(f"{record_path}: unreadable run record ({type(e).__name__}: {e}); train again") from None
+    cfg = load_config(config, profile, **train_overrides(data_parallel))
+    training = record.get("training") or cfg.default_training()
+    if training not in cfg.training_specs() or cfg.training_hash(training, record.get("point")) != trained_hash:
+        raise ReproError(f"the data/model/train sections of {config} changed since {run_dir} was trained; "
+                         "train again or restore the config")
+    splits = make_splits(cfg.data, data_dir)
+    model_cfg = cfg.model_of(training)
+    model, objective = build_model(model_cfg.name, model_cfg.options)
+    # The parameters' shapes without computing them: orbax restores into this tree.
+    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.asarray(splits.x_test[:1])))["params"]
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(run_dir.resolve() / FINAL, template)
+    except Exception as e:  # orbax raises many types for missing or damaged checkpoints
+        raise ReproError(f"{run_dir}/{FINAL}: cannot restore the trained parameters ({type(e).__name__}); "
+                         "train again") from None
+    return TrainedRun(run_dir, record, cfg, model, objective, params, splits)
