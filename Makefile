@@ -31,6 +31,7 @@ bench-deps: $(VENV)/.bench-deps
 
 data: install
 	$(BIN)/fgsm-repro data prepare mnist $(if $(OFFLINE_DATA),--from $(OFFLINE_DATA)/mnist)
+	$(BIN)/fgsm-repro data prepare cifar10 $(if $(OFFLINE_DATA),--from $(OFFLINE_DATA)/cifar10-jpeg/cifar10-jpeg.tar.gz)
 
 test: data bench-deps
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -168,8 +168,16 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def build_model(name: str, options: dict[str, Any]) -> tuple[nn.Module, Objective]:
+    """The model registered as `name` with `options` (YAML lists become tuples: a model is part of
+    its jitted programs' static arguments, so it must be hashable)."""
+    if name not in MODELS:
+        raise ReproError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     spec = MODELS[name]
     try:
-        return spec.module(**options), spec.objective
+        return spec.module(**{k: _tuples(v) for k, v in options.items()}), spec.objective
     except TypeError as e:
         raise ReproError(f"model {name}: bad options {options} ({e})") from None
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

@@ -14,8 +14,9 @@ and the max-norm constraint as a gradient transformation.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -56,6 +57,29 @@ def decayed_learning_rate(initial: float, decay_factor: float, min_lr: float) ->
     return lambda count: jnp.maximum(initial * jnp.exp(-count.astype(jnp.float32) * log_decay), min_lr)
 
 
+def linear_decay(initial: float, to_fraction: float, epochs: int, steps_per_epoch: int) -> Callable:
+    """lr in epoch e (1-based): `initial`, falling linearly per epoch to initial·`to_fraction` at
+    epoch `epochs`, then constant (pylearn2's ``LinearDecayOverEpoch``)."""
+    def schedule(count):
+        epoch = count // steps_per_epoch + 1
+        frac = jnp.clip((epoch - 1) / max(epochs - 1, 1), 0.0, 1.0)
+        return initial * (1.0 - (1.0 - to_fraction) * frac)
+
+    return schedule
+
+
+def scale_layers(scales: Mapping[str, float]) -> optax.GradientTransformation:
+    """Multiply the gradients of the layers named in `scales` (top-level parameter collections) by
+    their factor; others pass unchanged."""
+
+    def update(updates, state, params=None):
+        del params
+        return {name: jax.tree.map(functools.partial(jnp.multiply, scales[name]), layer) if name in scales else layer
+                for name, layer in updates.items()}, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def linear_momentum(initial: float, final: float | None, saturate_epoch: int | None,
                     steps_per_epoch: int) -> Callable:
     """Momentum `initial` in epoch 1, rising linearly to `final` at epoch `saturate_epoch`."""
@@ -82,19 +106,22 @@ def _column_norms_of_sum(p: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.sqrt(column_sum(lambda lo, hi: (p[lo:hi] + u[lo:hi]) ** 2, p.shape[0]))
 
 
-def max_norm(limit: float) -> optax.GradientTransformation:
-    """Rescale every weight column of ``params + updates`` to norm ≤ `limit` (biases untouched)."""
+def max_norm(limit: float | Mapping[str, float]) -> optax.GradientTransformation:
+    """Rescale every weight column of ``params + updates`` to norm ≤ `limit` (biases untouched),
+    or, with a mapping, each named layer's (top-level parameter collection) to its own limit."""
+
+    def constrain(u, p, limit):
+        if p.ndim < 2 or limit is None:
+            return u
+        scale = jnp.minimum(1.0, limit / jnp.maximum(_column_norms_of_sum(p, u), 1e-12))
+        return (p + u) * scale - p
 
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("max_norm needs the parameters")
-
-        def constrain(u, p):
-            if p.ndim < 2:
-                return u
-            scale = jnp.minimum(1.0, limit / jnp.maximum(_column_norms_of_sum(p, u), 1e-12))
-            return (p + u) * scale - p
-
-        return jax.tree.map(constrain, updates, params), state
+        if not isinstance(limit, Mapping):
+            return jax.tree.map(lambda u, p: constrain(u, p, limit), updates, params), state
+        return {name: jax.tree.map(functools.partial(constrain, limit=limit.get(name)), layer, params[name])
+                for name, layer in updates.items()}, state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

@@ -27,13 +27,23 @@ from flax import struct
 
 from fgsm_repro import cpu_tuning
 from fgsm_repro.config import FGSM, TrainConfig
+from fgsm_repro.data.augment import random_crop_flip
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import adversarial_examples, predict
 from fgsm_repro.metrics import error_rate
 from fgsm_repro.objectives import Objective
 from fgsm_repro.ops.dense import dense_product
-from fgsm_repro.optim import classical_momentum, decayed_learning_rate, linear_momentum, max_norm
+from fgsm_repro.optim import (
+    classical_momentum,
+    decayed_learning_rate,
+    linear_decay,
+    linear_momentum,
+    max_norm,
+    scale_layers,
+)
 from fgsm_repro.sharding import data_mesh, replicate, split_batch
+
+AUGMENT_KEY = 7  # folded into a step's key for its augmentation
 
 
 class TrainState(struct.PyTreeNode):
@@ -44,10 +54,11 @@ class TrainState(struct.PyTreeNode):
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-    """Optax chain from the train config: [weight decay] → optimizer → [max-norm].
+    """Optax chain from the train config: [weight decay] → [layer lr scales] → optimizer → [max-norm].
 
     Weight decay adds `weight_decay`·w to the gradient of the weights (an L2 penalty
-    weight_decay/2·‖w‖²); biases are not decayed. Max-norm comes last, so that it constrains
+    weight_decay/2·‖w‖²); biases are not decayed. A layer's lr scale multiplies its gradient,
+    which for these optimizers is its learning rate. Max-norm comes last, so that it constrains
     the parameters after the whole update.
     """
     opt = cfg.optimizer
@@ -56,10 +67,14 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradient
     elif opt.name == "adam":
         base = optax.adam(opt.learning_rate)
     else:
+        lr = (linear_decay(opt.learning_rate, opt.linear_decay_to, opt.linear_decay_epochs, steps_per_epoch)
+              if opt.linear_decay_to is not None else
+              decayed_learning_rate(opt.learning_rate, opt.lr_decay_factor, opt.min_learning_rate))
         base = classical_momentum(
-            decayed_learning_rate(opt.learning_rate, opt.lr_decay_factor, opt.min_learning_rate),
-            linear_momentum(opt.momentum, opt.final_momentum, opt.momentum_saturate_epoch, steps_per_epoch))
+            lr, linear_momentum(opt.momentum, opt.final_momentum, opt.momentum_saturate_epoch, steps_per_epoch))
     chain = [base]
+    if cfg.lr_scale:
+        chain.insert(0, scale_layers(cfg.lr_scale))
     if cfg.weight_decay:
         weights_only = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
         chain.insert(0, optax.add_decayed_weights(cfg.weight_decay, mask=weights_only))
@@ -130,6 +145,8 @@ def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientT
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
         x, y, key = batch
+        if cfg.augment:  # its own key: the dropout masks stay those of the unaugmented step
+            x = random_crop_flip(jax.random.fold_in(key, AUGMENT_KEY), x, cfg.augment.crop_pad, cfg.augment.flip)
         x, y = split_batch(x, mesh), split_batch(y, mesh)
         loss, grads = loss_and_grad(state.params, x, y, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -398,8 +415,12 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
     runs = []
     for seed, max_epochs, directory in zip(seeds, epochs, dirs, strict=True):
         state = init_state(model, tx, x_train, seed)
-        if cfg.l1 and cfg.l1.layer not in state.params:
-            raise ReproError(f"train.l1.layer {cfg.l1.layer!r} is not a layer of {type(model).__name__}")
+        named = {"train.l1.layer": [cfg.l1.layer] if cfg.l1 else [], "train.lr_scale": list(cfg.lr_scale),
+                 "train.max_col_norm": list(cfg.max_col_norm) if isinstance(cfg.max_col_norm, dict) else []}
+        for field_name, layers in named.items():
+            if unknown := [layer for layer in layers if layer not in state.params]:
+                raise ReproError(f"{field_name}: {', '.join(map(repr, unknown))} is not a layer of "
+                                 f"{type(model).__name__} (its layers: {', '.join(state.params)})")
         # A copy: train_epoch donates (frees) the buffers of the state it is given.
         run = _Run(seed, state, max_epochs, _Checkpointer(directory, config_hash) if directory else None,
                    best_state=jax.tree.map(jnp.copy, state))

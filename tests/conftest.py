@@ -15,21 +15,32 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FGSM_REPRO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="session")
-def mnist_data_dir() -> Path:
-    """The TFDS data dir holding MNIST (`make data` prepares it; imported here if needed)."""
+def _prepared(name: str, offline_copy: Path) -> Path:
+    """The TFDS data dir holding dataset `name` (`make data` prepares it; imported here from the
+    offline copy if needed, skipped without one)."""
     from fgsm_repro.data import import_dataset
     from fgsm_repro.data.store import default_data_dir, resolve_name
     from fgsm_repro.errors import ReproError
 
     data_dir = default_data_dir()
     try:
-        resolve_name("mnist", data_dir)
+        resolve_name(name, data_dir)
     except ReproError:
-        if not (SHARED_DATA / "mnist").is_dir():
-            pytest.skip("MNIST is not prepared: run `make data`")
-        import_dataset("mnist", SHARED_DATA / "mnist", data_dir)
+        if not offline_copy.exists():
+            pytest.skip(f"{name} is not prepared: run `make data`")
+        import_dataset(name, offline_copy, data_dir)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir() -> Path:
+    return _prepared("mnist", SHARED_DATA / "mnist")
+
+
+@pytest.fixture(scope="session")
+def cifar_data_dir() -> Path:
+    """CIFAR-10, or where only it exists, its JPEG copy."""
+    return _prepared("cifar10", SHARED_DATA / "cifar10-jpeg" / "cifar10-jpeg.tar.gz")
 
 
 @pytest.fixture

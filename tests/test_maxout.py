@@ -283,3 +283,34 @@ def test_stage2_objective_is_the_monitored_training_cost_with_dropout():
     assert float(monitor(params, x, y)) == float(monitor(params, x, y))  # repeatable
     no_dropout = float(SOFTMAX.loss(model.apply({"params": params}, x), y).mean())
     assert float(monitor(params, x, y)) != pytest.approx(no_dropout, rel=1e-3)  # dropout masks are in it
+
+
+def test_linear_decay_per_epoch_and_layer_scales_and_norms():
+    """The CIFAR-10 recipe's optimizer pieces: the lr falling linearly per epoch (pylearn2's
+    LinearDecayOverEpoch), a learning-rate scale per layer, and max-norms per layer (a conv
+    kernel's per filter, over its rows, columns and input channels)."""
+    from fgsm_repro.optim import linear_decay, scale_layers
+
+    lr = linear_decay(0.17, 0.01, 500, steps_per_epoch=10)
+    np.testing.assert_allclose([float(lr(jnp.asarray(c))) for c in (0, 9, 10, 4990, 4999, 9000)],
+                               [0.17, 0.17, 0.17 - 0.17 * 0.99 / 499, 0.0017, 0.0017, 0.0017], rtol=1e-5)
+    grads = {"conv0": {"kernel": jnp.ones((2, 2, 1, 3)), "bias": jnp.ones(3)}, "softmax": {"kernel": jnp.ones((3, 2))}}
+    scaled, _ = scale_layers({"conv0": 0.05}).update(grads, optax.EmptyState())
+    assert scaled["conv0"]["kernel"][0, 0, 0, 0] == np.float32(0.05) == scaled["conv0"]["bias"][0]
+    assert scaled["softmax"]["kernel"][0, 0] == 1.0
+    params = {"conv0": {"kernel": jnp.zeros((2, 2, 1, 3)), "bias": jnp.zeros(3)},
+              "softmax": {"kernel": jnp.zeros((3, 2))}}
+    updates = {"conv0": {"kernel": jnp.full((2, 2, 1, 3), 5.0), "bias": jnp.full(3, 5.0)},
+               "softmax": {"kernel": jnp.full((3, 2), 5.0)}}
+    out, _ = max_norm({"conv0": 0.9}).update(updates, optax.EmptyState(), params)
+    np.testing.assert_allclose(column_norms(out["conv0"]["kernel"]), 0.9, rtol=1e-6)  # each filter over 2·2·1 weights
+    assert np.array_equal(out["conv0"]["bias"], updates["conv0"]["bias"])  # biases untouched
+    assert np.array_equal(out["softmax"]["kernel"], updates["softmax"]["kernel"])  # layers not named: free
+    cfg = TrainConfig(epochs=1, optimizer={"name": "classical_momentum", "learning_rate": 0.17,
+                                           "linear_decay_to": 0.01, "linear_decay_epochs": 500},
+                      lr_scale={"maxout0": 0.05}, max_col_norm={"maxout0": 0.9, "softmax": 1.9365})
+    x, y = np.random.default_rng(0).random((20, 6), dtype=np.float32), np.arange(20, dtype=np.int32) % 4
+    fit_one(MaxoutMLP(units=3, pieces=2, num_classes=4), SOFTMAX, cfg.model_copy(update={"batch_size": 10}), x, y)
+    with pytest.raises(Exception, match="'conv9' is not a layer of MaxoutMLP"):
+        fit_one(MaxoutMLP(units=3, pieces=2, num_classes=4), SOFTMAX,
+                cfg.model_copy(update={"batch_size": 10, "lr_scale": {"conv9": 0.05}}), x, y)

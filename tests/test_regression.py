@@ -11,7 +11,7 @@ import json
 import pytest
 from conftest import REPO
 
-from fgsm_repro.config import experiment_configs
+from fgsm_repro.config import experiment_configs, load_config
 from fgsm_repro.experiments.common import Context
 from fgsm_repro.experiments.runner import run_config
 from fgsm_repro.results import config_changed
@@ -33,7 +33,9 @@ def _tolerance(metric: str) -> float | None:
 
 
 @pytest.mark.parametrize("name", sorted(experiment_configs()))
-def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir):
+def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir, request):
+    if load_config(experiment_configs()[name], "ci").data.dataset == "cifar10":
+        request.getfixturevalue("cifar_data_dir")  # imported like MNIST when it is not there yet
     recorded_file = RECORDED / f"{name}.ci.json"
     assert recorded_file.is_file(), f"no recorded ci numbers: run `fgsm-repro reproduce --profile ci` ({name})"
     recorded = json.loads(recorded_file.read_text())

@@ -50,8 +50,18 @@ class DataConfig(_Strict):
     # A binary task on two classes: the first gets y = -1, the second y = +1.
     classes: tuple[int, int] | None = None
     # The last `validation_size` examples of the official training set are held out for
-    # validation (the pylearn2 recipes use the last 10,000 of MNIST).
+    # validation (the pylearn2 recipes use the last 10,000 of MNIST); with `last_per_class`, the
+    # last validation_size / 10 of each class, for a copy stored in class order (the CIFAR-10 JPEG
+    # mirror), whose last 10,000 would be two classes.
     validation_size: Annotated[int, Field(ge=0)] = 10_000
+    validation: Literal["last", "last_per_class"] = "last"
+    # `gcn_zca`: the CIFAR-10 recipe's global contrast normalization (scale 55) and ZCA whitening
+    # (bias .1) fitted on all official training images (fgsm_repro.data.preprocess).
+    preprocessing: Literal["none", "gcn_zca"] = "none"
+    # Only the first N training (after the validation split) and test examples of each class: a
+    # balanced subset for small runs (ci profiles). None: all.
+    train_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None
 
     @field_validator("classes")
     @classmethod
@@ -59,6 +69,13 @@ class DataConfig(_Strict):
         if v is not None and (v[0] == v[1] or min(v) < 0 or max(v) > 9):
             raise ValueError("must be two different class labels in 0..9")
         return v
+
+    @model_validator(mode="after")
+    def _per_class_validation_splits_evenly(self):
+        if self.validation == "last_per_class" and self.validation_size % 10:
+            raise NestedFieldError(("validation_size",), "must be a multiple of the 10 classes with "
+                                   "validation: last_per_class")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -68,15 +85,27 @@ class ModelConfig(_Strict):
 
 class OptimizerConfig(_Strict):
     # sgd / adam: optax's. classical_momentum: pylearn2's v ← m·v − lr·g, θ ← θ + v, with the lr
-    # divided by lr_decay_factor after every update (not below min_learning_rate) and the
-    # momentum rising linearly to final_momentum at epoch momentum_saturate_epoch.
+    # divided by lr_decay_factor after every update (not below min_learning_rate), or decaying
+    # linearly per epoch to linear_decay_to × itself at epoch linear_decay_epochs (pylearn2's
+    # LinearDecayOverEpoch), and the momentum rising linearly to final_momentum at epoch
+    # momentum_saturate_epoch.
     name: Literal["sgd", "adam", "classical_momentum"] = "sgd"
     learning_rate: PositiveFloat
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     lr_decay_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.0
     min_learning_rate: NonNegativeFloat = 0.0
+    linear_decay_to: Annotated[float, Field(gt=0, le=1)] | None = None
+    linear_decay_epochs: PositiveInt | None = None
     final_momentum: Annotated[float, Field(ge=0, lt=1)] | None = None
     momentum_saturate_epoch: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _one_decay(self):
+        if (self.linear_decay_to is None) != (self.linear_decay_epochs is None):
+            raise ValueError("linear_decay_to and linear_decay_epochs go together")
+        if self.linear_decay_to is not None and (self.name != "classical_momentum" or self.lr_decay_factor != 1):
+            raise ValueError("the linear decay is classical_momentum's, instead of lr_decay_factor")
+        return self
 
 
 class AdversarialTrainingConfig(_Strict):
@@ -94,6 +123,14 @@ class AdversarialTrainingConfig(_Strict):
 class L1Config(_Strict):
     layer: str  # parameter collection name, e.g. maxout0 (the first maxout layer)
     coefficient: NonNegativeFloat
+
+
+class AugmentConfig(_Strict):
+    """Random translations by up to `crop_pad` pixels (crops of the zero-padded image) and, with
+    `flip`, horizontal reflections, drawn for every training batch (fgsm_repro.data.augment)."""
+
+    crop_pad: Annotated[int, Field(ge=0)] = 8
+    flip: bool = True
 
 
 class Stage2Config(_Strict):
@@ -116,10 +153,15 @@ class TrainConfig(_Strict):
     # with the adversarial-training ε (T2.adv1600).
     early_stopping_on: Literal["error", "adversarial_error"] = "error"
     checkpoint_every: PositiveInt = 5
-    max_col_norm: PositiveFloat | None = None  # max-norm constraint on every weight column
+    # Max-norm constraint on every weight column (a conv kernel's: each filter), or per layer
+    # ({layer: limit}; layers not named are not constrained).
+    max_col_norm: PositiveFloat | dict[str, PositiveFloat] | None = None
+    # A layer's learning rate times this (pylearn2's W_lr_scale and b_lr_scale), by layer name.
+    lr_scale: dict[str, PositiveFloat] = Field(default_factory=dict)
     # L1 penalty coefficient·Σ|W| on the weights of one layer (§5's control; None: no penalty).
     l1: L1Config | None = None
     adversarial: AdversarialTrainingConfig | None = None
+    augment: AugmentConfig | None = None
     stage2: Stage2Config | None = None
     # After stage 1, train afresh on train + validation for the best epoch's number of epochs
     # (the paper's protocol for the 1600-unit adversarially trained network, §6).

@@ -11,7 +11,15 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
-from fgsm_repro.experiments import f2_logistic, s5_l1, s6_noise, t1_softmax, t2_maxout240, t2_maxout1600
+from fgsm_repro.experiments import (
+    f2_logistic,
+    s5_l1,
+    s6_noise,
+    t1_convmaxout,
+    t1_softmax,
+    t2_maxout240,
+    t2_maxout1600,
+)
 
 
 @runtime_checkable
@@ -24,6 +32,7 @@ class Experiment(Protocol):
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "t1_softmax": t1_softmax,
+    "t1_convmaxout": t1_convmaxout,
     "f2_logistic": f2_logistic,
     "t2_maxout240": t2_maxout240,
     "t2_maxout1600": t2_maxout1600,
