@@ -59,7 +59,7 @@ class AttackSpec(BaseModel):
 
     def describe(self) -> str:
         """A short title, e.g. ``fgsm eps=0.25``."""
-        shown = self.model_dump(exclude={"name", "labels", "clip"}, exclude_defaults=False)
+        shown = self.model_dump(exclude={"name", "labels", "clip"}, exclude_none=True)
         return " ".join([self.name, *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())])
 
 
