@@ -64,17 +64,16 @@ def train(
 ):
     """Train a model of CONFIG; resumes from the run dir's last checkpoint if there is one."""
     from fgsm_repro.processes import writes_files
-    from fgsm_repro.runs import default_run_dir, train_run
+    from fgsm_repro.runs import train_run
 
     ctx = _context(data_dir, quiet=quiet)
     with ctx.progress(f"train {Path(config).stem} [{profile}]", None) as advance:
         record = train_run(config, profile, training=training, seed=seed, run_dir=run_dir, fresh=fresh,
                            data_parallel=data_parallel, data_dir=data_dir, on_epoch=lambda rec, _: advance(rec))
     if writes_files():
-        where = Path(run_dir or default_run_dir(config, profile, record["seed"])).resolve()
         out.print(f"trained {record['model']} on {record['dataset']['label']}: {record['epochs_run']} epochs "
                   f"(best {record['best_epoch']}), validation error {_pct(record['val_error'])}, "
-                  f"test error {_pct(record['test_error'])}  ->  {where}")
+                  f"test error {_pct(record['test_error'])}  ->  {record['run_dir']}")
 
 
 def _pct(v):
@@ -131,8 +130,8 @@ def attack(
     settings = run.cfg.attack.model_dump()
     if attack_name is not None and attack_name != settings["name"]:  # another attack: only the common settings
         settings = {"name": attack_name, **{k: settings[k] for k in ("eps", "clip", "labels") if k in settings}}
-    given = {"eps": eps, "clip": _parse_clip(clip) if clip is not None else ..., "labels": labels}
-    settings |= {k: v for k, v in given.items() if v is not None and v is not ...} | _parse_params(params or [])
+    given = {"eps": eps, "labels": labels} | ({"clip": _parse_clip(clip)} if clip is not None else {})
+    settings |= {k: v for k, v in given.items() if v is not None or k == "clip"} | _parse_params(params or [])
     try:
         spec = parse_attack(settings)
     except NestedFieldError as e:

@@ -69,7 +69,7 @@ def linear_decay(initial: float, to_fraction: float, epochs: int, steps_per_epoc
 
 
 def scale_layers(scales: Mapping[str, float]) -> optax.GradientTransformation:
-    """Multiply the gradients of the layers named in `scales` (top-level parameter collections) by
+    """Multiply the updates of the layers named in `scales` (top-level parameter collections) by
     their factor; others pass unchanged."""
 
     def update(updates, state, params=None):

@@ -72,6 +72,7 @@ def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
 
 def claims_table(records: list[dict]) -> tuple[list[str], dict]:
     best = best_records(records)
+    stale = {rec["_file"]: config_changed(rec) for rec in best.values()}
     lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset | notes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0}
@@ -99,7 +100,7 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
                 counts["within" if within else "outside"] += 1
             if rec["provenance"]["dataset"].get("lossy"):
                 verdict += " (JPEG mirror — not the paper's data)"
-        if config_changed(rec):
+        if stale[rec["_file"]]:
             verdict += " (stale: its config has changed since; re-run)"
         lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
                      f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "

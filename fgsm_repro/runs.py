@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from fgsm_repro import trainings
 from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, point_tag, train_overrides
 from fgsm_repro.data import Splits, make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import evaluate
-from fgsm_repro.models import build_model
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import require_data_parallel, sync, writes_files
 from fgsm_repro.sharding import data_mesh
@@ -51,7 +51,12 @@ class TrainedRun:
 
     @property
     def mesh(self):
-        return data_mesh() if self.cfg.train.data_parallel else None
+        return _mesh(self.cfg)
+
+
+def _mesh(cfg: ExperimentConfig):
+    """The evaluation mesh of a data-parallel config (None: one device)."""
+    return data_mesh() if cfg.train.data_parallel else None
 
 
 def train_run(config: str | Path, profile: str, *, training: str | None = None, seed: int | None = None,
@@ -63,15 +68,12 @@ def train_run(config: str | Path, profile: str, *, training: str | None = None, 
     `on_epoch(record, params)` follows the training."""
     cfg = load_config(config, profile, **train_overrides(data_parallel))
     training = training or cfg.default_training()
-    if training not in cfg.training_specs():
-        raise ReproError(f"{config}: no training {training!r} (it has {', '.join(cfg.training_specs())})")
-    spec = cfg.training_specs()[training]
-    if spec.reuse:  # trained as the other config trains it
-        other = experiment_configs(cfg.folder).get(spec.reuse.config)
-        if other is None:
-            raise ReproError(f"{config}: trainings.{training}.reuse: no config {spec.reuse.config!r} in {cfg.folder}")
-        return train_run(other, profile, training=spec.reuse.training, seed=seed, run_dir=run_dir, fresh=fresh,
-                         data_parallel=data_parallel, data_dir=data_dir, on_epoch=on_epoch)
+    spec = trainings.training(cfg, training)
+    if spec.reuse:  # trained as the other config trains it, in its run folder
+        trainings.reused_config(cfg, training)
+        return train_run(experiment_configs(cfg.folder)[spec.reuse.config], profile, training=spec.reuse.training,
+                         seed=seed, run_dir=run_dir, fresh=fresh, data_parallel=data_parallel, data_dir=data_dir,
+                         on_epoch=on_epoch)
     require_data_parallel(cfg.train.data_parallel, config)
     seed = cfg.seeds[0] if seed is None else seed
     run_dir = Path(run_dir or default_run_dir(config, profile, seed)).resolve()
@@ -80,24 +82,22 @@ def train_run(config: str | Path, profile: str, *, training: str | None = None, 
     sync("fresh run dir")
     start = time.perf_counter()
     splits = make_splits(cfg.data, data_dir)
-    model_cfg = cfg.model_of(training)
-    model, objective = build_model(model_cfg.name, model_cfg.options)
+    model, objective = trainings.build_model_of(cfg, training)
     points, fits = spec.points(), []
     for point in points:
         folder = "checkpoints" + (f"-{point_tag(point)}" if len(points) > 1 else "")
         key = f"{cfg.training_hash(training, point)}-seed{seed}"
         fits += fit(Trainer(model, objective, cfg.train_of(training, point)), splits, [seed], on_epoch=on_epoch,
                     checkpoints=Checkpoints(lambda _, folder=folder: run_dir / folder, key))
-    # The first point with the lowest validation error (a choice among several needs a validation set).
-    i = min(range(len(points)), key=lambda k: fits[k].best_val_error if len(points) > 1 else 0)
-    point, result = points[i], fits[i]
-    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test,
-                     mesh=data_mesh() if cfg.train.data_parallel else None)
+    kept = trainings.kept_point(fits)
+    point, result = points[kept], fits[kept]
+    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=_mesh(cfg))
     _save_params(run_dir, result.params)
     record = {"config": str(Path(config).resolve()), "profile": profile, "training": training, "point": point,
-              "seed": seed, "config_hash": cfg.hash(), "training_hash": cfg.training_hash(training, point),
-              "model": model_cfg.name, "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run,
-              "best_epoch": result.best_epoch, "val_error": result.best_val_error, "test_error": clean["error"],
+              "seed": seed, "run_dir": str(run_dir), "config_hash": cfg.hash(),
+              "training_hash": cfg.training_hash(training, point), "model": cfg.model_of(training).name,
+              "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+              "val_error": result.best_val_error, "test_error": clean["error"],
               "wall_time_s": round(time.perf_counter() - start, 2)}
     if writes_files():
         (run_dir / f"{RECORD}.partial").write_text(json.dumps(record, indent=2))
@@ -136,8 +136,7 @@ def load_run(run_dir: str | Path, *, data_parallel: bool | None = None, data_dir
         raise ReproError(f"the data/model/train sections of {config} changed since {run_dir} was trained; "
                          "train again or restore the config")
     splits = make_splits(cfg.data, data_dir)
-    model_cfg = cfg.model_of(training)
-    model, objective = build_model(model_cfg.name, model_cfg.options)
+    model, objective = trainings.build_model_of(cfg, training)
     # The parameters' shapes without computing them: orbax restores into this tree.
     template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.asarray(splits.x_test[:1])))["params"]
     try:

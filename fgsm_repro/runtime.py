@@ -34,7 +34,7 @@ class Runtime:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, *, compilation_cache: bool = True) -> Runtime:
         """The runtime the environment asks for (a bad value is a one-line ReproError)."""
-        where = environ.get("FGSM_REPRO_JAX_CACHE", str(Path.home() / ".cache" / "fgsm-repro" / "jax"))
+        where = environ.get("FGSM_REPRO_JAX_CACHE") or str(Path.home() / ".cache" / "fgsm-repro" / "jax")
         return cls(cpu_tunings=cpu_tuning.parse(environ.get("FGSM_REPRO_CPU_TUNING")),
                    compilation_cache=Path(where) if compilation_cache and where.lower() != "off" else None,
                    distributed=environ.get("FGSM_REPRO_DISTRIBUTED") == "1")

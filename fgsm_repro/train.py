@@ -54,12 +54,11 @@ class TrainState(struct.PyTreeNode):
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-    """Optax chain from the train config: [weight decay] → [layer lr scales] → optimizer → [max-norm].
+    """Optax chain from the train config: [weight decay] → optimizer → [layer lr scales] → [max-norm].
 
     Weight decay adds `weight_decay`·w to the gradient of the weights (an L2 penalty
-    weight_decay/2·‖w‖²); biases are not decayed. A layer's lr scale multiplies its gradient,
-    which for these optimizers is its learning rate. Max-norm comes last, so that it constrains
-    the parameters after the whole update.
+    weight_decay/2·‖w‖²); biases are not decayed. A layer's lr scale multiplies its updates: its
+    learning rate. Max-norm comes last, so that it constrains the parameters after the whole update.
     """
     opt = cfg.optimizer
     if opt.name == "sgd":
@@ -74,7 +73,7 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradient
             lr, linear_momentum(opt.momentum, opt.final_momentum, opt.momentum_saturate_epoch, steps_per_epoch))
     chain = [base]
     if cfg.lr_scale:
-        chain.insert(0, scale_layers(cfg.lr_scale))
+        chain.append(scale_layers(cfg.lr_scale))
     if cfg.weight_decay:
         weights_only = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
         chain.insert(0, optax.add_decayed_weights(cfg.weight_decay, mask=weights_only))
@@ -448,8 +447,9 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
     results = []
     for run in runs:
         epochs_run = run.history[-1]["epoch"] if run.history else run.epoch
-        if cfg.early_stopping_patience is None and not cfg.stage2:
+        if cfg.early_stopping_patience is None and not cfg.stage2:  # the last parameters are kept
             run.best_state, run.best_epoch = run.state, epochs_run
+            run.best_val = run.history[-1].get("val_error") if run.history else run.best_val
         results.append(FitResult(params=run.best_state.params, epochs_run=epochs_run, best_epoch=run.best_epoch,
                                  best_val_error=run.best_val, history=run.history, best_state=run.best_state))
     return results

@@ -195,10 +195,10 @@ class TrainingConfig(_Strict):
 
     A `grid` of train settings trains one run per point: with ``choose: validation`` the point with
     the lowest validation error is kept (settings the paper leaves unstated, chosen on the
-    validation split), with ``choose: all`` every point is kept (a sweep). `measure_epochs` trains
-    each point for the last of them without early stopping or checkpoints, and the experiment
-    measures the model after each (how training length moves a number). `reuse` takes the trained
-    run of another config's training instead of training here.
+    validation split), with ``choose: all`` every point is kept (a sweep, which experiments run
+    without checkpoints). `measure_epochs` trains each point for the last of them without early
+    stopping, and the experiment measures the model after each (how training length moves a
+    number). `reuse` takes the trained run of another config's training instead of training here.
     """
 
     model: str = "model"
@@ -324,8 +324,11 @@ class ExperimentConfig(_Strict):
     def hash(self) -> str:
         """sha256 of the resolved config (after the profile merge), first 16 hex digits. Prose
         (description, deviations, profile note) and fields left at their defaults are not hashed:
-        rewording a note or adding an option leaves the hash of what runs unchanged."""
-        return _hash(self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_HASHED))
+        rewording a note or adding an option leaves the hash of what runs unchanged. The attack's
+        name is always hashed (each attack's own name is its default)."""
+        dump = self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_HASHED)
+        dump["attack"] = {"name": self.attack.name, **dump.get("attack", {})}
+        return _hash(dump)
 
     def training_hash(self, training: str | None = None, point: dict[str, Any] | None = None) -> str:
         """Hash of what determines the trained parameters of `training` (data, model, train):
@@ -421,7 +424,10 @@ def read_config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if parent_path in seen:
         raise ReproError(f"{path}: field 'inherit': circular inheritance through {parent_path.name}")
     base = read_config_tree(parent_path, (*seen, path.resolve()))
-    base.pop("trainings", None)  # trainings belong to the file that declares them
+    base.pop("trainings", None)  # trainings belong to the file that declares them (in its profiles too)
+    for overrides in (base.get("profiles") or {}).values():
+        if isinstance(overrides, dict):
+            overrides.pop("trainings", None)
     return deep_merge(base, raw)
 
 

@@ -108,11 +108,12 @@ def _read(path: Path) -> Whitening | None:
         with np.load(path, allow_pickle=False) as f:
             mean, matrix, meta = f["mean"], f["matrix"], json.loads(str(f["meta"]))
             checksum = str(f["checksum"])
+        scale, bias, fitted_on = float(meta["scale"]), float(meta["bias"]), str(meta["fitted_on"])
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
         return None
     if hashlib.sha256(mean.tobytes() + matrix.tobytes()).hexdigest() != checksum:  # damaged
         return None
-    return Whitening(mean, matrix, meta["scale"], meta["bias"], meta["fitted_on"])
+    return Whitening(mean, matrix, scale, bias, fitted_on)
 
 
 def _write(path: Path, w: Whitening) -> None:

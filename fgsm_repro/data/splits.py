@@ -64,13 +64,13 @@ def make_splits(cfg: DataConfig, data_dir: str | Path | None = None) -> Splits:
     x_train, y_train = _select(x_all[train], ds.train_labels[train], cfg.classes)
     x_val, y_val = _select(x_all[val], ds.train_labels[val], cfg.classes)
     x_test, y_test = _select(x_test, ds.test_labels, cfg.classes)
-    x_train, y_train = _first_per_class(x_train, y_train, cfg.train_per_class)
-    x_test, y_test = _first_per_class(x_test, y_test, cfg.test_per_class)
+    x_train, y_train = first_per_class(x_train, y_train, cfg.train_per_class)
+    x_test, y_test = first_per_class(x_test, y_test, cfg.test_per_class)
     arrays = (host_aligned(a) for a in (x_train, y_train, x_val, y_val, x_test, y_test))
     return Splits(*arrays, ds.info, num_classes=2 if cfg.classes else 10, whitening=whitening)
 
 
-def _first_per_class(x: np.ndarray, y: np.ndarray, n: int | None):
+def first_per_class(x: np.ndarray, y: np.ndarray, n: int | None):
     """The first `n` examples of each label, in their order (all of them for None)."""
     if n is None:
         return x, y

@@ -18,11 +18,10 @@ from jax.sharding import Mesh
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fgsm_repro.config import AttackSpec, ExperimentConfig, experiment_configs, load_config, point_tag
+from fgsm_repro import trainings
+from fgsm_repro.config import AttackSpec, ExperimentConfig, point_tag
 from fgsm_repro.data import Splits
-from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
-from fgsm_repro.models import build_model
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import writes_files
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
@@ -94,23 +93,23 @@ def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ct
     validation split). A training that reuses another config's is trained there (its checkpoints,
     its run folder), or restored from it when it has been trained already.
     """
-    spec = _training(cfg, name)
+    spec = trainings.training(cfg, name)
     if spec.reuse:
-        other = _reused_config(cfg, name)
+        other = trainings.reused_config(cfg, name)
         return [dataclasses.replace(t, name=name) for t in train(other, spec.reuse.training, splits, seeds, ctx)]
-    model, objective = build_model_of(cfg, name)
+    model, objective = trainings.build_model_of(cfg, name)
     points = spec.points()
-    fits = {tag: fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, seeds, ctx,
-                                   tag=f"{name}-{tag}" if tag else name, key=cfg.training_hash(name, point))
-            for tag, point in ((point_tag(p), p) for p in points)}
+    fits = [fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, seeds, ctx,
+                              tag=f"{name}-{point_tag(point)}" if point else name,
+                              key=cfg.training_hash(name, point))
+            for point in points]
     out = []
     for i, _ in enumerate(seeds):
-        results = [(point, fits[point_tag(point)][i]) for point in points]
+        results = [runs[i] for runs in fits]
         rows = [{**point, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "val_error": r.best_val_error}
-                for point, r in results]
-        # The first point with the lowest validation error (the config ensures a validation set for a choice).
-        point, result = min(results, key=lambda pr: pr[1].best_val_error if len(results) > 1 else 0)
-        out.append(Trained(name, model, objective, result.params, result, point, rows))
+                for point, r in zip(points, results, strict=True)]
+        kept = trainings.kept_point(results)
+        out.append(Trained(name, model, objective, results[kept].params, results[kept], points[kept], rows))
     return out
 
 
@@ -120,8 +119,8 @@ def sweep(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Cont
     after each of its `measure_epochs`; one row per point and epoch: the point, the epoch, the
     validation error and what `measure` returns. No checkpoints: a resumed, finished run would
     skip the epochs to measure at."""
-    spec = _training(cfg, name)
-    model, objective = build_model_of(cfg, name)
+    spec = trainings.training(cfg, name, kept=False)
+    model, objective = trainings.build_model_of(cfg, name)
     marks, rows = set(spec.measure_epochs), []
     for point in spec.points():
         def at_mark(record, params, point=point):
@@ -130,44 +129,15 @@ def sweep(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Cont
                              **measure(point, record, params)})
 
         fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, [seed], ctx,
-                          tag=f"sweep-{name}-{point_tag(point)}", on_epoch=at_mark, checkpoint=False)
+                          tag=f"sweep-{name}-{point_tag(point)}", key=None, on_epoch=at_mark)
     return rows
 
 
-def build_model_of(cfg: ExperimentConfig, training: str) -> tuple[nn.Module, Objective]:
-    """The model (and its output objective) that training `training` of `cfg` trains."""
-    model = cfg.model_of(training)
-    return build_model(model.name, model.options)
-
-
-def _training(cfg: ExperimentConfig, name: str):
-    specs = cfg.training_specs()
-    if name not in specs:
-        raise ReproError(f"{cfg.name}: experiment {cfg.experiment} needs a training named {name!r} under "
-                         f"'trainings' (it has {', '.join(specs)})")
-    return specs[name]
-
-
-def _reused_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
-    """The config whose training `name` of `cfg` reuses, in the same profile; its data must be ours."""
-    ref = cfg.training_specs()[name].reuse
-    configs = experiment_configs(cfg.folder)
-    if ref.config not in configs:
-        raise ReproError(f"{cfg.name}: trainings.{name}.reuse: no config {ref.config!r} in {cfg.folder}")
-    other = load_config(configs[ref.config], cfg.profile)
-    if other.data != cfg.data:
-        raise ReproError(f"{cfg.name}: trainings.{name} reuses {ref.config}, which trains on other data")
-    _training(other, ref.training)
-    return other
-
-
 def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, seeds: list[int], ctx: Context,
-                      tag: str, *, key: str | None = None, on_epoch=None, checkpoint: bool = True) -> list[FitResult]:
-    """:func:`fgsm_repro.train.fit` with a progress bar and, unless `checkpoint` is False, checkpoints
-    in ``runs/<config>.<profile>/seed<N>-<tag>`` (resumed when they are there) under `key` (default:
-    the training hash of the config's model with the trainer's train section, and the tag)."""
+                      tag: str, *, key: str | None, on_epoch=None) -> list[FitResult]:
+    """:func:`fgsm_repro.train.fit` with a progress bar and, given a checkpoint `key` (the training
+    hash), checkpoints in ``runs/<config>.<profile>/seed<N>-<tag>``, resumed when they are there."""
     run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}"
-    key = f"{key or cfg.model_copy(update={'train': trainer.train}).training_hash()}-{tag}"
     label = f"{cfg.name} [{cfg.profile}] seed {','.join(map(str, seeds))} {tag}"
     with ctx.progress(label, trainer.train.epochs * len(seeds)) as advance:
         def callback(record, params):
@@ -175,8 +145,8 @@ def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, s
             if on_epoch:
                 on_epoch(record, params)
 
-        return fit(trainer, splits, seeds, on_epoch=callback,
-                   checkpoints=Checkpoints(lambda seed: run_dir / f"seed{seed}-{tag}", key) if checkpoint else None)
+        checkpoints = Checkpoints(lambda seed: run_dir / f"seed{seed}-{tag}", f"{key}-{tag}") if key else None
+        return fit(trainer, splits, seeds, on_epoch=callback, checkpoints=checkpoints)
 
 
 def weight_norms(params) -> dict[str, float]:

@@ -29,6 +29,7 @@ import numpy as np
 from fgsm_repro.config import FGSM, ExperimentConfig
 from fgsm_repro.data import Splits, load_dataset
 from fgsm_repro.data.preprocess import Whitening
+from fgsm_repro.data.splits import first_per_class
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.experiments.common import Context, Outcome, train
@@ -92,13 +93,9 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
 
 def test_pixels(cfg: ExperimentConfig, ctx: Context, splits: Splits) -> np.ndarray:
     """The test images as [0, 1] pixels, in the order and selection of ``splits.x_test``."""
-    images = load_dataset(cfg.data.dataset, ctx.data_dir).test_images
-    labels = load_dataset(cfg.data.dataset, ctx.data_dir).test_labels
-    keep = np.zeros(len(labels), bool)
-    for label in np.unique(labels):
-        where = np.flatnonzero(labels == label)
-        keep[where[:cfg.data.test_per_class] if cfg.data.test_per_class else where] = True
-    pixels = images[keep].astype(np.float32) / np.float32(255.0)
+    ds = load_dataset(cfg.data.dataset, ctx.data_dir)
+    images, _ = first_per_class(ds.test_images, ds.test_labels, cfg.data.test_per_class)  # as make_splits selects
+    pixels = images.astype(np.float32) / np.float32(255.0)
     if len(pixels) != len(splits.x_test):
         raise ReproError(f"{cfg.name}: the test pixels do not match the test split")
     return pixels

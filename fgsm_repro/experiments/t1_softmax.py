@@ -16,13 +16,13 @@ Protocol:
 
 from __future__ import annotations
 
+from fgsm_repro import trainings
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.experiments.common import (
     Context,
     Outcome,
-    build_model_of,
     clean_and_attacked,
     sweep,
     train,
@@ -48,7 +48,7 @@ def _sensitivity(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context)
     if "sensitivity" not in cfg.training_specs():
         return []
     x, y = splits.x_test, splits.y_test
-    model, objective = build_model_of(cfg, "sensitivity")
+    model, objective = trainings.build_model_of(cfg, "sensitivity")
 
     def measure(point, record, params) -> dict:
         adv, _ = attack_metrics(model, objective, params, x, y, cfg.attack, mesh=ctx.mesh)
