@@ -218,8 +218,13 @@ class _Checkpointer:
         step = self.manager.latest_step()
         if step is None:
             return None
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+        except ValueError as e:  # another layout of the train state (a code change, not a config change)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ReproError(f"{self.manager.directory} holds a checkpoint this code cannot restore ({first}); "
+                             "delete that directory to start over") from None
         meta = restored["meta"]
         if meta.get("config_hash") != self.config_hash:
             raise ReproError(f"{self.manager.directory} holds a checkpoint of another training config "

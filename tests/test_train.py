@@ -92,3 +92,17 @@ def test_without_validation_the_last_parameters_are_kept_and_checkpointed(tmp_pa
     again = fit_one(model, objective, _cfg(epochs=3), x, y, None, None, seed=0)
     _assert_same(result.params, again.params)
     assert result.best_epoch == 3 and result.best_val_error is None
+
+
+def test_a_checkpoint_of_another_train_state_layout_is_a_one_line_error(tmp_path):
+    """A checkpoint whose optimizer state has another structure (the code changed, not the config)
+    is refused in one line, not restored into the wrong places or raised as a traceback."""
+    from fgsm_repro.errors import ReproError
+
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    fit_one(model, objective, _cfg(epochs=1), *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="h")
+    with_momentum = _cfg(epochs=2).model_copy(update={"optimizer": _cfg().optimizer.model_copy(
+        update={"name": "adam"})})
+    with pytest.raises(ReproError, match="cannot restore") as err:
+        fit_one(model, objective, with_momentum, *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="h")
+    assert "\n" not in str(err.value)
