@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
-from fgsm_repro.results import RESULTS_DIR, ResultRecord, config_changed, read_results
+from fgsm_repro.results import RESULTS_DIR, ResultRecord, config_changed, current_config_hash, read_results
 
 PROFILE_ORDER = ("paper", "fast", "ci")  # the main table shows the most faithful profile measured
 
@@ -122,9 +122,14 @@ def experiment_section(rec: ResultRecord) -> list[str]:
     p = rec["provenance"]
     ds = p["dataset"]
     out = [f"### {rec['name']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
-    if config_changed(rec):
+    changed = config_changed(rec)
+    if changed:
         out += [f"**Stale**: `configs/{rec['name']}.yaml` ({p['profile']} profile) has changed in what it runs since "
                 "this run; these numbers are from the config recorded below. Re-run it.", ""]
+    elif changed is False and p.get("config_hash") != current_config_hash(rec):
+        out += [f"*Config form:* recorded with an earlier form of `configs/{rec['name']}.yaml` (hash "
+                f"`{p.get('config_hash')}`); read in today's form it runs the same (hash "
+                f"`{current_config_hash(rec)}`), so these numbers stand.", ""]
     if rec.get("description"):
         out += [rec["description"].strip(), ""]
     if rec.get("profile_note"):

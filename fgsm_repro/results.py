@@ -143,19 +143,26 @@ def read_results(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
     return out
 
 
-def config_changed(record: ResultRecord, config_dir: Path | None = None) -> bool | None:
-    """Whether the config that produced `record` differs from today's config of the same name and
-    profile in anything hashed (what runs); None when today's config is gone or does not load.
-    A record written in the earlier config format is compared through
-    :func:`fgsm_repro.config.migrate_legacy`."""
-    prov = record["provenance"]
+def current_config_hash(record: ResultRecord, config_dir: Path | None = None) -> str | None:
+    """The hash of today's config of `record`'s name and profile; None when it is gone or does not load."""
     configs = experiment_configs(config_dir) if config_dir else experiment_configs()
     name = record.get("name") or record.get("experiment")
     if name not in configs:
         return None
     try:
-        current = load_config(configs[name], prov["profile"]).hash()
+        return load_config(configs[name], record["provenance"]["profile"]).hash()
     except ReproError:
+        return None
+
+
+def config_changed(record: ResultRecord, config_dir: Path | None = None) -> bool | None:
+    """Whether the config that produced `record` differs from today's config of the same name and
+    profile in anything hashed (what runs); None when today's config is gone or does not load.
+    A record written in the earlier config format is compared through
+    :func:`fgsm_repro.config.migrate_legacy`."""
+    prov, name = record["provenance"], record.get("name") or record.get("experiment")
+    current = current_config_hash(record, config_dir)
+    if current is None:
         return None
     if prov.get("config_hash") == current:
         return False

@@ -183,7 +183,10 @@ def test_the_report_marks_a_result_whose_config_changed_as_stale(tmp_path):
 
     record = json.loads((REPO / "results" / "t1_softmax.ci.json").read_text())
     (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
-    assert "Stale" not in build_report(tmp_path)
+    assert "Stale" not in build_report(tmp_path) and "earlier form" not in build_report(tmp_path)
+    record["provenance"]["config_hash"] = "oldformula"  # the same config, hashed another way
+    (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
+    assert "Stale" not in build_report(tmp_path) and "recorded with an earlier form" in build_report(tmp_path)
     record["provenance"]["config"]["seeds"] = [5]
     record["provenance"]["config_hash"] = "changed"
     (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
