@@ -21,12 +21,15 @@ class Objective(NamedTuple):
     predict: Callable[[jax.Array], jax.Array]  # logits -> labels
     confidence: Callable[[jax.Array], jax.Array]  # logits -> prob. of the predicted label
     binary: bool = False  # labels in {-1, +1} rather than 0..K-1
+    # logits -> (N, K) probability of each class (each row sums to 1 for softmax outputs)
+    probabilities: Callable[[jax.Array], jax.Array] | None = None
 
 
 SOFTMAX = Objective(
     loss=optax.softmax_cross_entropy_with_integer_labels,
     predict=lambda logits: jnp.argmax(logits, axis=-1),
     confidence=lambda logits: jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1),
+    probabilities=lambda logits: jax.nn.softmax(logits, axis=-1),
 )
 
 LOGISTIC = Objective(
@@ -34,6 +37,7 @@ LOGISTIC = Objective(
     predict=lambda f: jnp.where(f >= 0, 1, -1),
     confidence=lambda f: jax.nn.sigmoid(jnp.abs(f)),
     binary=True,
+    probabilities=lambda f: jnp.stack([jax.nn.sigmoid(-f), jax.nn.sigmoid(f)], axis=-1),  # (p(-1), p(+1))
 )
 
 OBJECTIVES = {"softmax": SOFTMAX, "logistic": LOGISTIC}

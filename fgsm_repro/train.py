@@ -435,7 +435,7 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
 
     def after_epoch(run: _Run, loss: float, timing: dict) -> None:
         record = {"epoch": run.epoch, "loss": loss, **timing}
-        if validate:
+        if validate and (run.epoch % cfg.validate_every == 0 or run.epoch >= run.max_epochs):
             record["val_error"] = _validation_error(model, objective, cfg, run.state.params, x_val, y_val)
             if run.best_val is None or record["val_error"] < run.best_val:
                 # A copy: the next train_epoch donates (frees) the buffers of `run.state`.

@@ -120,6 +120,55 @@ def test_torch_conv_recipe_makes_the_same_updates_as_ours():
                                rtol=1e-3, atol=1e-4)
 
 
+def test_torch_cifar_recipe_makes_the_same_updates_as_ours():
+    # The CIFAR-10 recipe's extras: a linearly decaying lr, lr scales on the conv layers and
+    # per-layer max-norms (augmentation off: its draws cannot match).
+    cfg = TrainConfig(epochs=1, batch_size=16, lr_scale={"conv0": 0.05, "conv1": 0.05, "conv2": 0.05},
+                      max_col_norm={"conv0": 0.3, "conv1": 0.5, "maxout": 0.6},
+                      optimizer={"name": "classical_momentum", "learning_rate": 1.0, "linear_decay_to": 0.1,
+                                 "linear_decay_epochs": 2, "momentum": 0.5, "final_momentum": 0.65,
+                                 "momentum_saturate_epoch": 2})
+    model, params, twin = _conv_pair(**NO_DROPOUT)
+    x, y = _cifar(48)
+    tx = make_optimizer(cfg, steps_per_epoch=3)
+    state = init_state(model, tx, x, 0).replace(params=jax.tree.map(jnp.copy, params))
+    epoch = make_train_epoch(model, SOFTMAX, tx, cfg)
+    torch_recipe = Recipe(twin, steps_per_epoch=3, learning_rate=1.0, momentum=0.5, final_momentum=0.65,
+                          momentum_saturate_epoch=2, linear_decay=(0.1, 2), lr_scales=cfg.lr_scale,
+                          max_col_norms=cfg.max_col_norm)
+    for _ in range(2):  # the lr decays and the momentum rises between the epochs
+        order = np.asarray(jax.random.permutation(jax.random.split(state.rng)[1], len(x)))
+        state, _ = epoch(state, jnp.asarray(x), jnp.asarray(y))
+        train_epoch(twin, torch_recipe, torch.from_numpy(x[order]).permute(0, 3, 1, 2),
+                    torch.from_numpy(y[order]).long(), batch_size=16, shuffle=False)
+    filter_norms = np.linalg.norm(np.asarray(state.params["conv0"]["kernel"]).reshape(-1, 8), axis=0)
+    assert np.isclose(filter_norms, 0.3, rtol=1e-4).any()  # conv0's own limit bound
+    for i, conv in enumerate(twin.convs):
+        np.testing.assert_allclose(conv.weight.detach().numpy().transpose(2, 3, 1, 0),
+                                   np.asarray(state.params[f"conv{i}"]["kernel"]), rtol=1e-3, atol=1e-5)
+    for name in ("maxout", "softmax"):
+        np.testing.assert_allclose(getattr(twin, name).weight.detach().numpy().T,
+                                   np.asarray(state.params[name]["kernel"]), rtol=1e-3, atol=1e-5)
+
+
+def test_torch_augmentation_crops_the_padded_image_and_mirrors_it():
+    from fgsm_repro.bench.torch_side import random_crop_flip
+
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6) + 1
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        out = random_crop_flip(x, 2, True)
+        assert out.shape == x.shape
+        padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+        for i in range(len(x)):  # each output is one window of the padded image, maybe mirrored
+            windows = {(dy, dx, flip) for dy in range(5) for dx in range(5) for flip in (False, True)
+                       if torch.equal(out[i], (lambda v: v.flip(2) if flip else v)(padded[i, :, dy:dy + 6, dx:dx + 6]))}
+            assert windows
+            seen |= windows
+    assert any(f for *_, f in seen) and any(not f for *_, f in seen) and len({(dy, dx) for dy, dx, _ in seen}) > 5
+
+
 def test_torchattacks_fgsm_gives_our_clipped_fgsm_examples():
     model, params, twin = _pair()
     x, y = _data(64)

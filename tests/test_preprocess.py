@@ -134,7 +134,7 @@ def test_cifar_splits_are_whitened_and_the_validation_set_balanced(cifar_data_di
 
 
 def test_the_pixel_model_is_the_model_on_preprocessed_pixels_and_pixel_eps_pulls_back():
-    from fgsm_repro.experiments.t1_convmaxout import FromPixels, pixel_eps
+    from fgsm_repro.experiments.t1_convmaxout import FromPixels, pixel_eps, pixel_params
     from fgsm_repro.models import MaxoutMLP
 
     x = _images(shape=(4, 4, 3))
@@ -142,7 +142,7 @@ def test_the_pixel_model_is_the_model_on_preprocessed_pixels_and_pixel_eps_pulls
     pixels = (x / np.float32(255.0)).astype(np.float32)
     inner = MaxoutMLP(units=3, pieces=2)
     params = inner.init(jax.random.PRNGKey(0), jnp.asarray(pixels[:1]))["params"]
-    composed = FromPixels(inner, w).apply({"params": {"inner": params}}, jnp.asarray(pixels))
+    composed = FromPixels(inner, w.scale).apply({"params": pixel_params(params, w)}, jnp.asarray(pixels))
     direct = inner.apply({"params": params}, jnp.asarray(preprocess.apply_numpy(w, pixels)))
     np.testing.assert_allclose(np.asarray(composed), np.asarray(direct), rtol=1e-4, atol=1e-4)
     # A preprocessed-space perturbation made from a pixel-space one of L∞ size .03 (through the
@@ -152,3 +152,14 @@ def test_the_pixel_model_is_the_model_on_preprocessed_pixels_and_pixel_eps_pulls
     norms = np.linalg.norm(flat - flat.mean(1, keepdims=True), axis=1) / w.scale
     delta = (delta_pixels / norms[:, None]) @ w.matrix.astype(np.float64)
     assert pixel_eps(w, pixels, delta.reshape(x.shape)) == pytest.approx(0.03, rel=1e-4)
+
+
+def test_unwhiten_inverts_the_zca_step():
+    x = _images(shape=(4, 4, 3))
+    w = preprocess.fit_zca(x)
+    whitened = preprocess.apply_numpy(w, x)
+    contrast_normalized = preprocess.gcn(x.reshape(len(x), -1), w.scale).reshape(x.shape)
+    np.testing.assert_allclose(preprocess.unwhiten(w, whitened), contrast_normalized, atol=1e-3)
+    delta = np.random.default_rng(2).normal(size=x.shape)
+    np.testing.assert_allclose(preprocess.unwhiten(w, delta, centred=True).reshape(len(x), -1) @ w.matrix,
+                               delta.reshape(len(x), -1), atol=1e-6)

@@ -89,7 +89,11 @@ class Workload:
     name: str
     description: str
     units: int
-    kind: str  # "clean", "adversarial", "ensemble", "fgsm", "pgd", "conv"
+    kind: str  # "clean", "adversarial", "ensemble", "fgsm", "pgd", "conv", "cifar" (the CIFAR-10 recipe's epoch)
+
+    @property
+    def convolutional(self) -> bool:
+        return self.kind in ("conv", "cifar")
 
     def width(self, s: BenchSettings) -> int:
         return max(2, round(self.units * s.unit_scale))
@@ -97,7 +101,7 @@ class Workload:
     def model(self, s: BenchSettings):
         from fgsm_repro.models import ConvMaxout, MaxoutMLP
 
-        if self.kind == "conv":
+        if self.convolutional:
             return ConvMaxout(channels=tuple(max(2, round(c * s.unit_scale)) for c in ConvMaxout.channels),
                               units=self.width(s))
         return MaxoutMLP(units=self.width(s))
@@ -106,14 +110,15 @@ class Workload:
     def image_shape(self) -> tuple[int, int, int]:
         from fgsm_repro.data.sources import IMAGE_SHAPE
 
-        return IMAGE_SHAPE["cifar10" if self.kind == "conv" else "mnist"]
+        return IMAGE_SHAPE["cifar10" if self.convolutional else "mnist"]
 
     def examples(self, s: BenchSettings) -> int:
-        return {"fgsm": s.test_examples, "pgd": s.test_examples, "conv": s.conv_examples}.get(self.kind, s.examples)
+        return {"fgsm": s.test_examples, "pgd": s.test_examples, "conv": s.conv_examples,
+                "cifar": s.conv_examples}.get(self.kind, s.examples)
 
     def dense_shapes(self, s: BenchSettings) -> list[tuple[int, int]]:
         """(in, out) of each layer's dense product per example (a conv's: at every position)."""
-        if self.kind == "conv":
+        if self.convolutional:
             return [(pos * k, n) for pos, k, n in layer_shapes(self.model(s), *self.image_shape)]
         units, pieces, d_in, classes = self.width(s), 5, 784, 10
         return [(d_in, units * pieces), (units, units * pieces), (units, classes)]
@@ -123,7 +128,7 @@ class Workload:
         forward = sum(2 * k * n for k, n in shapes)  # per example
         first_input_grad = 2 * shapes[0][0] * shapes[0][1]
         train = 3 * forward - first_input_grad
-        per_example = {"clean": train, "conv": train, "ensemble": s.ensemble * train,
+        per_example = {"clean": train, "conv": train, "cifar": train, "ensemble": s.ensemble * train,
                        "adversarial": 2 * train + first_input_grad, "fgsm": 2 * forward,
                        "pgd": PGD_STEPS * 2 * forward}[self.kind]
         return float(per_example * self.examples(s))
@@ -139,6 +144,9 @@ WORKLOADS = {w.name: w for w in [
     Workload("pgd10_test", "PGD-10 eps .25, step eps/4, random start, on the test images, maxout 240", 240, "pgd"),
     Workload("convmaxout_cifar_epoch", "training epoch, conv maxout with the CIFAR-10 recipe's layers on CIFAR-sized "
              "input, batch 128, the maxout recipe's optimizer, max-norm 1.9365 on every layer, dropout", 500, "conv"),
+    Workload("convmaxout_cifar_recipe_epoch", "training epoch of the CIFAR-10 recipe as T1.convmaxout trains it: "
+             "the same net, random crops (pad 8) and flips, conv lr scale .05, per-layer max-norms, linearly "
+             "decaying lr, dropout", 500, "cifar"),
 ]}
 CONV_BATCH = 128  # the CIFAR-10 recipe's
 
@@ -153,6 +161,22 @@ def _synthetic(n: int, seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarr
 
 def _recipe(w: Workload) -> dict:
     return PAPER_RECIPE | ({"batch_size": CONV_BATCH} if w.kind == "conv" else {})
+
+
+def cifar_recipe() -> TrainConfig:
+    """The train section of ``configs/t1_convmaxout.yaml`` (its paper profile): the CIFAR workload
+    times the recipe the experiment runs."""
+    from fgsm_repro.config import CONFIG_DIR, load_config
+
+    return load_config(CONFIG_DIR / "t1_convmaxout.yaml").train
+
+
+def _train_config(w: Workload, s: BenchSettings) -> TrainConfig:
+    if w.kind == "cifar":
+        return cifar_recipe().model_copy(update={"epochs": 1, "data_parallel": s.data_parallel})
+    return TrainConfig(epochs=1, **_recipe(w), data_parallel=s.data_parallel,
+                       adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
+                       if w.kind == "adversarial" else None)
 
 
 # --- the JAX side: the project's own code paths -------------------------------------------------
@@ -170,9 +194,7 @@ def _jax_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
         attack = ATTACKS[w.kind]
         mesh = data_mesh() if s.data_parallel else None
         return [lambda: adversarial_examples(model, SOFTMAX, params, x, y, attack, mesh=mesh)]
-    cfg = TrainConfig(epochs=1, **_recipe(w), data_parallel=s.data_parallel,
-                      adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
-                      if w.kind == "adversarial" else None)
+    cfg = _train_config(w, s)
     x, y = _synthetic(w.examples(s), 0, w.image_shape)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     tx = make_optimizer(cfg, len(x) // cfg.batch_size)
@@ -202,7 +224,7 @@ def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]
     For the conv workload: :func:`conv_products_calls`."""
     from fgsm_repro.evaluation import EVAL_BATCH
 
-    if w.kind == "conv":
+    if w.convolutional:
         return conv_products_calls(w, s)
     steps = PGD_STEPS if w.kind == "pgd" else 1
 
@@ -249,7 +271,7 @@ def conv_products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[t
             outputs += [a @ m, g @ m.T, a.T @ g]
         return outputs
 
-    key, batch = jax.random.PRNGKey(0), _recipe(w)["batch_size"]
+    key, batch = jax.random.PRNGKey(0), CONV_BATCH
     maps = [jax.random.normal(key, (batch, g.height, g.width, g.channels)) for g in convs]
     kernels = [jax.random.normal(key, (g.kernel, g.kernel, g.channels, g.filters)) * 0.01 for g in convs]
     map_grads = [jax.random.normal(key, (batch, g.out_height, g.out_width, g.filters)) for g in convs]
@@ -287,16 +309,25 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
         return [lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]]
     x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, w.image_shape))
     y = y.long()
-    if w.kind == "conv":
+    if w.convolutional:
         flax_model = w.model(s)
         x = x.permute(0, 3, 1, 2).contiguous()
         members = [ConvMaxout(flax_model.channels, units=flax_model.units)]
     else:
         members = [Maxout(w.width(s)) for _ in range(s.ensemble if w.kind == "ensemble" else 1)]
-    batch_size = _recipe(w)["batch_size"]
-    recipes = [Recipe(m, len(x) // batch_size) for m in members]
+    cfg = _train_config(w, s)
+    steps = len(x) // cfg.batch_size
+    if w.kind == "cifar":
+        opt = cfg.optimizer
+        recipes = [Recipe(m, steps, opt.learning_rate, momentum=opt.momentum, final_momentum=opt.final_momentum,
+                          momentum_saturate_epoch=opt.momentum_saturate_epoch,
+                          linear_decay=(opt.linear_decay_to, opt.linear_decay_epochs), lr_scales=cfg.lr_scale,
+                          max_col_norms=cfg.max_col_norm) for m in members]
+    else:
+        recipes = [Recipe(m, steps) for m in members]
     adversarial = ADVERSARIAL if w.kind == "adversarial" else None
-    return [functools.partial(train_epoch, m, r, x, y, batch_size, adversarial)
+    augment = (cfg.augment.crop_pad, cfg.augment.flip) if cfg.augment else None
+    return [functools.partial(train_epoch, m, r, x, y, cfg.batch_size, adversarial, augment=augment)
             for m, r in zip(members, recipes, strict=True)]
 
 
@@ -441,7 +472,7 @@ def _run_bench(names: list[str] | None, settings: BenchSettings, log: Callable[[
         sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
             sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
-        if w.kind in ("fgsm", "pgd", "conv") and not settings.data_parallel:  # the products alone
+        if w.kind in ("fgsm", "pgd", "conv", "cifar") and not settings.data_parallel:  # the products alone
             sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
         for name in [n for n in sides if n != "jax"]:  # warm-up

@@ -78,6 +78,11 @@ class ConvMaxout(torch.nn.Module):
     def layers(self) -> list[torch.nn.Module]:
         return [*self.convs, self.maxout, self.softmax]
 
+    def named_layers(self) -> dict[str, torch.nn.Module]:
+        """The layers by their names in the Flax model (conv0…, maxout, softmax)."""
+        return {**{f"conv{i}": conv for i, conv in enumerate(self.convs)}, "maxout": self.maxout,
+                "softmax": self.softmax}
+
     def forward(self, x):
         h = x * (torch.rand_like(x) < self.input_keep) if self.training and self.input_keep < 1 else x
         for i, (conv, (window, stride)) in enumerate(zip(self.convs, self.pools, strict=True)):
@@ -103,38 +108,75 @@ class ConvMaxout(torch.nn.Module):
 
 
 class Recipe:
-    """The mnist_pi update by hand: classical momentum v ← m·v − lr·g (lr divided by
-    `lr_decay_factor` per update, momentum rising linearly over epochs), then every weight's
-    column norms capped at `max_col_norm` — the chain of :func:`fgsm_repro.train.make_optimizer`."""
+    """The recipe's update by hand: classical momentum v ← m·v − lr·g (lr divided by
+    `lr_decay_factor` per update, or with `linear_decay` = (fraction, epochs) falling linearly per
+    epoch to lr·fraction; momentum rising linearly over epochs), each layer's update times its
+    `lr_scales` factor, then the weights' column norms capped at `max_col_norm` (or each named
+    layer's at its own `max_col_norms` limit) — the chain of :func:`fgsm_repro.train.make_optimizer`.
+    Layer names are the Flax model's (``named_layers``)."""
 
     def __init__(self, model: Maxout | ConvMaxout, steps_per_epoch: int, learning_rate: float = 0.1,
                  lr_decay_factor: float = 1.000004, min_learning_rate: float = 1e-6, momentum: float = 0.5,
-                 final_momentum: float = 0.7, momentum_saturate_epoch: int = 250, max_col_norm: float = 1.9365):
+                 final_momentum: float = 0.7, momentum_saturate_epoch: int = 250, max_col_norm: float = 1.9365, *,
+                 linear_decay: tuple[float, int] | None = None, lr_scales: dict[str, float] | None = None,
+                 max_col_norms: dict[str, float] | None = None):
+        named = model.named_layers() if lr_scales or max_col_norms else {}
+        # Parameters grouped by the factor on their updates: one fused update per group.
+        scale_of = {id(p): lr_scales[name] for name, layer in named.items() if name in (lr_scales or {})
+                    for p in layer.parameters()}
         self.params = list(model.parameters())
-        self.weights = [layer.weight for layer in model.layers()]
+        self.groups = [(scale, [i for i, p in enumerate(self.params) if scale_of.get(id(p), 1.0) == scale])
+                       for scale in sorted({scale_of.get(id(p), 1.0) for p in self.params})]
+        self.limits = ([(named[name].weight, limit) for name, limit in max_col_norms.items()] if max_col_norms
+                       else [(layer.weight, max_col_norm) for layer in model.layers()])
         self.velocity = [torch.zeros_like(p) for p in self.params]
         self.steps_per_epoch, self.count = steps_per_epoch, 0
         self.lr, self.log_decay, self.min_lr = learning_rate, math.log(lr_decay_factor), min_learning_rate
-        self.m0, self.m1, self.saturate, self.max_col_norm = momentum, final_momentum, momentum_saturate_epoch, \
-            max_col_norm
+        self.linear_decay = linear_decay
+        self.m0, self.m1, self.saturate = momentum, final_momentum, momentum_saturate_epoch
+
+    def learning_rate(self, epoch: int) -> float:
+        if self.linear_decay is None:
+            return max(self.lr * math.exp(-self.count * self.log_decay), self.min_lr)
+        fraction, epochs = self.linear_decay
+        return self.lr * (1 - (1 - fraction) * min(max((epoch - 1) / max(epochs - 1, 1), 0.0), 1.0))
 
     @torch.no_grad()
     def step(self) -> None:
-        lr = max(self.lr * math.exp(-self.count * self.log_decay), self.min_lr)
         epoch = self.count // self.steps_per_epoch + 1
+        lr = self.learning_rate(epoch)
         m = self.m0 + (self.m1 - self.m0) * min(max((epoch - 1) / (self.saturate - 1), 0.0), 1.0)
         torch._foreach_mul_(self.velocity, m)
         torch._foreach_add_(self.velocity, [p.grad for p in self.params], alpha=-lr)
-        torch._foreach_add_(self.params, self.velocity)
-        for w in self.weights:  # a torch weight's rows (filters) are the Flax kernel's columns
-            w.copy_(torch.renorm(w, 2, 0, self.max_col_norm))
+        for scale, members in self.groups:
+            torch._foreach_add_([self.params[i] for i in members], [self.velocity[i] for i in members], alpha=scale)
+        for w, limit in self.limits:  # a torch weight's rows (filters) are the Flax kernel's columns
+            w.copy_(torch.renorm(w, 2, 0, limit))
         self.count += 1
 
 
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    """:func:`fgsm_repro.data.augment.random_crop_flip` on an NCHW batch: each image replaced by
+    its window at a random offset of the zero-padded image, mirrored with probability 1/2 — by
+    indexing the whole batch at once, as a PyTorch user would, not image by image."""
+    n, c, h, w = x.shape
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1))
+        rows, cols = dy + torch.arange(h), dx + torch.arange(w)
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                   rows[:, None, :, None], cols[:, None, None, :]]
+    if flip:
+        x = torch.where((torch.rand(n) < 0.5)[:, None, None, None], x.flip(3), x)
+    return x
+
+
 def train_epoch(model: Maxout | ConvMaxout, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
-                adversarial: tuple[float, float] | None = None, shuffle: bool = True) -> float:
+                adversarial: tuple[float, float] | None = None, shuffle: bool = True,
+                augment: tuple[int, bool] | None = None) -> float:
     """One epoch of minibatch SGD; with ``adversarial=(alpha, eps)`` the objective
-    α·J(x) + (1−α)·J(x + ε·sign ∇ₓJ(x)), ∇θ and ∇ₓ of the clean term from one backward pass."""
+    α·J(x) + (1−α)·J(x + ε·sign ∇ₓJ(x)), ∇θ and ∇ₓ of the clean term from one backward pass; with
+    ``augment=(pad, flip)`` each minibatch randomly cropped and flipped first."""
     model.train()
     order = torch.randperm(len(x)) if shuffle else torch.arange(len(x))
     n_batches = len(x) // batch_size
@@ -142,6 +184,8 @@ def train_epoch(model: Maxout | ConvMaxout, recipe: Recipe, x: torch.Tensor, y: 
     for i in range(n_batches):
         idx = order[i * batch_size:(i + 1) * batch_size]
         xb, yb = x[idx], y[idx]
+        if augment:
+            xb = random_crop_flip(xb, *augment)
         model.zero_grad(set_to_none=True)
         if adversarial:
             alpha, eps = adversarial

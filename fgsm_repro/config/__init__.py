@@ -153,6 +153,9 @@ class TrainConfig(_Strict):
     # with the adversarial-training ε (T2.adv1600).
     early_stopping_on: Literal["error", "adversarial_error"] = "error"
     checkpoint_every: PositiveInt = 5
+    # Measure the validation error every this many epochs (and after the last): a long run's
+    # evaluation costs little. How often it is watched changes no parameter, so it is not hashed.
+    validate_every: PositiveInt = 1
     # Max-norm constraint on every weight column (a conv kernel's: each filter), or per layer
     # ({layer: limit}; layers not named are not constrained).
     max_col_norm: PositiveFloat | dict[str, PositiveFloat] | None = None
@@ -174,6 +177,8 @@ class TrainConfig(_Strict):
     def _one_second_stage(self):
         if self.stage2 and self.retrain_on_all:
             raise ValueError("stage2 and retrain_on_all exclude each other")
+        if self.validate_every > 1 and (self.early_stopping_patience or self.stage2 or self.retrain_on_all):
+            raise ValueError("early stopping, stage 2 and retraining watch every epoch: validate_every must be 1")
         return self
 
 
@@ -336,12 +341,13 @@ class ExperimentConfig(_Strict):
         one = self.model_copy(update={"model": self.model_of(training), "models": {},
                                       "train": self.train_of(training, point)})
         return _hash(one.model_dump(mode="json", include={"data", "model", "train"}, exclude_defaults=True,
-                                    exclude={"train": {"data_parallel"}}))
+                                    exclude={"train": {"data_parallel", "validate_every"}}))
 
 
 PROSE = {"name", "description", "deviations", "profile_note"}
 # Prose, and how the work is laid out on the machine (same results up to float rounding).
-NOT_HASHED = {**dict.fromkeys(PROSE, True), "seeds_together": True, "train": {"data_parallel": True}}
+NOT_HASHED = {**dict.fromkeys(PROSE, True), "seeds_together": True,
+              "train": {"data_parallel": True, "validate_every": True}}
 
 
 def migrate_legacy(raw: dict[str, Any]) -> dict[str, Any]:

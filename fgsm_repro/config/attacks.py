@@ -59,20 +59,31 @@ class AttackSpec(BaseModel):
 
     def describe(self) -> str:
         """A short title, e.g. ``fgsm eps=0.25``."""
-        shown = self.model_dump(exclude={"name", "labels", "clip"}, exclude_none=True)
+        shown = {k: v for k, v in self.model_dump(exclude={"name", "labels", "clip"}, exclude_none=True).items()
+                 if v is not False}  # a switch left off says nothing
         return " ".join([self.name, *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())])
 
 
 class FGSM(AttackSpec):
-    """The fast gradient sign method (:mod:`fgsm_repro.attacks.fgsm`), L∞ size `eps`."""
+    """The fast gradient sign method (:mod:`fgsm_repro.attacks.fgsm`), L∞ size `eps`; `targeted`:
+    the labels given are target classes, and the step lowers their cost (Appendix A's fooling
+    images) rather than raising the cost of the true class."""
 
     name: Literal["fgsm"] = "fgsm"
     eps: NonNegativeFloat
+    targeted: bool = False
+
+    @field_validator("targeted")
+    @classmethod
+    def _targets_given(cls, v, info):
+        if v and info.data.get("labels") == "predicted":
+            raise ValueError("a targeted attack steps toward the labels it is given: labels must be 'true'")
+        return v
 
     def perturb(self, victim, x, y, key):
         from fgsm_repro.attacks.fgsm import fgsm
 
-        return fgsm(victim.loss, x, y, self.eps, clip=self.clip)
+        return fgsm(victim.loss, x, y, self.eps, targeted=self.targeted, clip=self.clip)
 
 
 class PGD(AttackSpec):

@@ -50,13 +50,19 @@ class Whitening:
 
     def apply(self, x):
         """JAX: pixels (N, ...) in [0, 1] to the preprocessed space, same shape (differentiable)."""
-        import jax.numpy as jnp
+        return gcn_zca(x, self.mean, self.matrix, self.scale)
 
-        flat = x.reshape(x.shape[0], -1)
-        centred = flat - flat.mean(axis=1, keepdims=True)
-        norms = jnp.sqrt((centred ** 2).sum(axis=1, keepdims=True)) / self.scale
-        normalized = centred / jnp.where(norms < MIN_NORM, 1.0, norms)
-        return ((normalized - self.mean) @ self.matrix).reshape(x.shape)
+
+def gcn_zca(x, mean, matrix, scale: float):
+    """JAX: GCN with `scale`, then (x − mean)·matrix, on pixels (N, ...); `mean` and `matrix` may be
+    traced arrays (a program that takes them as arguments is compiled once for any whitening)."""
+    import jax.numpy as jnp
+
+    flat = x.reshape(x.shape[0], -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    norms = jnp.sqrt((centred ** 2).sum(axis=1, keepdims=True)) / scale
+    normalized = centred / jnp.where(norms < MIN_NORM, 1.0, norms)
+    return ((normalized - mean) @ matrix).reshape(x.shape)
 
 
 def fit_zca(x: np.ndarray, scale: float = GCN_SCALE, bias: float = ZCA_BIAS) -> Whitening:
@@ -76,6 +82,14 @@ def apply_numpy(w: Whitening, x: np.ndarray, out: np.ndarray | None = None) -> n
     flat -= w.mean
     result = np.matmul(flat, w.matrix, out=None if out is None else out.reshape(len(x), -1))
     return result.reshape(x.shape)
+
+
+def unwhiten(w: Whitening, x: np.ndarray, *, centred: bool = False) -> np.ndarray:
+    """The inverse of the ZCA step (float64, x's shape): preprocessed inputs back to contrast-
+    normalized images, x·P⁻¹ + mean; with `centred`, differences of inputs (no mean added)."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    back = np.linalg.solve(w.matrix.astype(np.float64), flat.T).T  # P is symmetric: x·P⁻¹ = (P⁻¹·xᵀ)ᵀ
+    return (back if centred else back + w.mean).reshape(np.shape(x))
 
 
 def _sha256(x: np.ndarray) -> str:

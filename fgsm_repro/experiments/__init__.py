@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from fgsm_repro.experiments import (
+    a_rubbish_cifar,
     f2_logistic,
     s5_l1,
     s6_noise,
@@ -38,4 +39,5 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "t2_maxout1600": t2_maxout1600,
     "s6_noise": s6_noise,
     "s5_l1": s5_l1,
+    "a_rubbish_cifar": a_rubbish_cifar,
 }

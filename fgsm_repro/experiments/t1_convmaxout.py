@@ -23,12 +23,14 @@ Protocol:
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import numpy as np
 
 from fgsm_repro.config import FGSM, ExperimentConfig
 from fgsm_repro.data import Splits, load_dataset
-from fgsm_repro.data.preprocess import Whitening
+from fgsm_repro.data.preprocess import Whitening, gcn_zca, unwhiten
 from fgsm_repro.data.splits import first_per_class
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
@@ -39,17 +41,28 @@ TRAININGS = ("model",)
 
 
 class FromPixels(nn.Module):
-    """`inner` applied to preprocessed pixels: the model as a function of [0, 1] pixels."""
+    """`inner` applied to preprocessed pixels: the model as a function of [0, 1] pixels. The
+    whitening's mean and matrix are parameters (:func:`pixel_params`), not constants folded into
+    the compiled attack."""
 
     inner: nn.Module
-    whitening: Whitening
+    scale: float  # the contrast normalization's
 
     @property
     def convolutional(self) -> bool:  # its programs are compiled as the inner model's: fgsm_repro.cpu_tuning
         return getattr(self.inner, "convolutional", False)
 
+    @nn.compact
     def __call__(self, x, train: bool = False):
-        return self.inner(self.whitening.apply(x), train)
+        features = math.prod(x.shape[1:])
+        mean = self.param("zca_mean", nn.initializers.zeros, (features,))
+        matrix = self.param("zca_matrix", nn.initializers.zeros, (features, features))
+        return self.inner(gcn_zca(x, mean, matrix, self.scale), train)
+
+
+def pixel_params(params, whitening: Whitening) -> dict:
+    """The parameters of ``FromPixels(model, whitening.scale)`` for `model`'s `params`."""
+    return {"inner": params, "zca_mean": whitening.mean, "zca_matrix": whitening.matrix}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
@@ -64,12 +77,13 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
 
     pixels = test_pixels(cfg, ctx, splits)
     eps_pixels = pixel_eps(splits.whitening, pixels, x_adv - x)
-    pixel_model = FromPixels(model, splits.whitening)
-    pixel_params = {"inner": params}
+    pixel_model = FromPixels(model, splits.whitening.scale)
+    from_pixel_params = pixel_params(params, splits.whitening)
     from_pixels = {}
     for clip in (None, (0.0, 1.0)):
         attack = cfg.attack.model_copy(update={"eps": eps_pixels, "clip": clip})
-        from_pixels[clip] = attack_metrics(pixel_model, objective, pixel_params, pixels, y, attack, mesh=ctx.mesh)[0]
+        from_pixels[clip] = attack_metrics(pixel_model, objective, from_pixel_params, pixels, y, attack,
+                                           mesh=ctx.mesh)[0]
     row = {
         "error": adv["error"],
         "wrong_label_probability": adv["confidence_mistakes"],
@@ -107,6 +121,6 @@ def pixel_eps(whitening: Whitening, pixels: np.ndarray, delta: np.ndarray) -> fl
     whitening P and the image's contrast normalization (its mean and norm held fixed)."""
     flat = pixels.reshape(len(pixels), -1).astype(np.float64)
     norms = np.linalg.norm(flat - flat.mean(axis=1, keepdims=True), axis=1) / whitening.scale
-    unwhitened = delta.reshape(len(delta), -1).astype(np.float64) @ np.linalg.inv(whitening.matrix.astype(np.float64))
+    unwhitened = unwhiten(whitening, delta, centred=True).reshape(len(delta), -1)
     return float(np.median(np.abs(unwhitened * norms[:, None]).max(axis=1)))
 
