@@ -62,6 +62,9 @@ TARGETS: tuple[Target, ...] = (
            "conv maxout, CIFAR-10 (GCN+ZCA), FGSM eps=.1: error"),
     Target("T1.convmaxout", "wrong_label_probability", 96.6, "confidence",
            "conv maxout, FGSM eps=.1: average probability on the wrong label"),
+    Target("T1.convmaxout", "clean_error", 9.38, "clean_cifar",
+           "conv maxout recipe (pylearn2 cifar10.yaml), with its augmentation: clean test error",
+           "The maxout paper's published error for this recipe; 11.68% without augmentation."),
     # Fig. 2: logistic regression on 3s vs 7s.
     Target("F2.clean", "error", 1.6, "clean_mnist", "logistic regression 3 vs 7: clean test error"),
     Target("F2.adv", "error", 99.0, "adversarial",
