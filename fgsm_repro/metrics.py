@@ -33,3 +33,10 @@ def summarize(pred: np.ndarray, confidence: np.ndarray, labels: np.ndarray) -> d
         "confidence_mistakes": mean_confidence(confidence, wrong),
         "per_class_error": per_class_error(pred, labels),
     }
+
+
+def agreement(pred: np.ndarray, other: np.ndarray, mask: np.ndarray) -> float | None:
+    """Percent of the examples in `mask` on which two models predict the same class (None if
+    `mask` is empty): §8's measure of how adversarial examples generalize across models."""
+    mask = np.asarray(mask, bool)
+    return float(100.0 * np.mean(np.asarray(pred)[mask] == np.asarray(other)[mask])) if mask.any() else None

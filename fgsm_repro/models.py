@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from fgsm_repro.errors import ReproError
-from fgsm_repro.objectives import LOGISTIC, SOFTMAX, Objective
+from fgsm_repro.objectives import LOGISTIC, RBF, SIGMOID, SOFTMAX, Objective
 from fgsm_repro.ops.conv import Conv
 from fgsm_repro.ops.dropout import dropout_scale
 from fgsm_repro.ops.maxout import maxout
@@ -154,6 +154,61 @@ class ConvMaxout(nn.Module):
         return dense(self, self.num_classes, self.weight_init, name="softmax")(h)
 
 
+class RBFNetwork(nn.Module):
+    """Shallow RBF network, no hidden layer (§7, S7.rbf): one unit per class,
+
+        p(y = k | x) = exp(−Σᵢ βₖᵢ (xᵢ − µₖᵢ)²),
+
+    with learned centres µₖ and per-pixel precisions βₖ = exp(log βₖ) > 0. The logits are
+    log p(y = k | x) ≤ 0, read by the ``rbf`` objective: the classes are independent outputs, so
+    the network can give every class a low probability (Appendix A, A.rubbish_rbf).
+
+    The squared distances are two products, x²·βᵀ − 2x·(βµ)ᵀ + Σᵢ βₖᵢµₖᵢ², not an (N, K, D)
+    difference. `mean_init`: centres start at this value; `precision_init`: βₖᵢ starts at this
+    value over the number of pixels, so that a distance starts near its order.
+    """
+
+    num_classes: int = 10
+    mean_init: float = 0.5
+    precision_init: float = 1.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        d = x.shape[-1]
+        mean = self.param("mean", nn.initializers.constant(self.mean_init), (d, self.num_classes))
+        log_precision = self.param("log_precision",
+                                   nn.initializers.constant(jax.numpy.log(self.precision_init / d)),
+                                   (d, self.num_classes))
+        precision = jax.numpy.exp(log_precision)
+        squared = (x * x) @ precision - 2 * x @ (precision * mean) + (precision * mean * mean).sum(0)
+        return -jax.numpy.maximum(squared, 0.0)  # rounding can take a distance just below 0
+
+
+class MeanProbabilityEnsemble(nn.Module):
+    """An ensemble of `size` copies of `member` (§9, S9.ens_*) with their own parameters: it
+    predicts the mean of the members' class probabilities, and its logits are the log of that mean,
+    so the softmax cost of the ensemble is −log of the mean probability of the label (the cost
+    FGSM against the whole ensemble follows). The members' parameters are stacked on a leading
+    axis (:func:`stack_members`) and run as one vmapped program."""
+
+    member: nn.Module
+    size: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        members = nn.vmap(type(self.member), variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                          in_axes=None, axis_size=self.size)
+        fields = {f: getattr(self.member, f) for f in self.member.__dataclass_fields__ if f not in ("parent", "name")}
+        logits = members(**fields, name="members")(x, train)  # (size, N, K)
+        return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1), axis=0) - jax.numpy.log(self.size)
+
+
+def stack_members(params: list) -> dict:
+    """The parameters of a :class:`MeanProbabilityEnsemble` from its members' parameters."""
+    return {"members": jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *params)}
+
+
 class ModelSpec(NamedTuple):
     module: type[nn.Module]
     objective: Objective
@@ -163,6 +218,9 @@ MODELS: dict[str, ModelSpec] = {
     "softmax_regression": ModelSpec(SoftmaxRegression, SOFTMAX),
     "logistic_regression": ModelSpec(LogisticRegression, LOGISTIC),
     "maxout_mlp": ModelSpec(MaxoutMLP, SOFTMAX),
+    # Appendix A's maxout network with one independent sigmoid output per class.
+    "maxout_mlp_sigmoid": ModelSpec(MaxoutMLP, SIGMOID),
+    "rbf_network": ModelSpec(RBFNetwork, RBF),
     "conv_maxout": ModelSpec(ConvMaxout, SOFTMAX),
 }
 

@@ -4,6 +4,14 @@
 - ``logistic``: one logit f (N,), labels y ∈ {−1, +1}, J = ζ(−y·f) with ζ the softplus, as in
   the paper's §5 (logistic regression, Fig. 2). Confidence = σ(|f|), the probability of the
   predicted label.
+- ``sigmoid``: K independent outputs p_k = σ(z_k), one per class (Appendix A's maxout with
+  sigmoid outputs); J = Σ_k of the binary cross-entropy of p_k against "the label is k".
+- ``rbf``: K independent outputs p_k = exp(z_k), z_k ≤ 0 (§7's RBF units, whose z_k is minus a
+  squared distance); J as for ``sigmoid``.
+
+The independent outputs can all be low: such a model can say "no class" (Appendix A's rubbish),
+where softmax probabilities always sum to one. Their prediction is the most probable class and
+their confidence its probability.
 """
 
 from __future__ import annotations
@@ -40,4 +48,29 @@ LOGISTIC = Objective(
     probabilities=lambda f: jnp.stack([jax.nn.sigmoid(-f), jax.nn.sigmoid(f)], axis=-1),  # (p(-1), p(+1))
 )
 
-OBJECTIVES = {"softmax": SOFTMAX, "logistic": LOGISTIC}
+
+
+def _independent(log_p: Callable, log_not_p: Callable) -> Objective:
+    """K independent Bernoulli outputs, read from the logits through log p_k and log(1 − p_k)."""
+
+    def loss(logits, labels):
+        present = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        return -(present * log_p(logits) + (1 - present) * log_not_p(logits)).sum(-1)
+
+    return Objective(
+        loss=loss,
+        predict=lambda logits: jnp.argmax(logits, axis=-1),
+        confidence=lambda logits: jnp.max(jnp.exp(log_p(logits)), axis=-1),
+        probabilities=lambda logits: jnp.exp(log_p(logits)),
+    )
+
+
+def _log_one_minus_exp(z):
+    # log(1 − e^z) for z ≤ 0; z is kept a hair below 0, where it is −∞ (an output certain of a class).
+    return jnp.log(-jnp.expm1(jnp.minimum(z, -1e-6)))
+
+
+SIGMOID = _independent(jax.nn.log_sigmoid, lambda z: jax.nn.log_sigmoid(-z))
+RBF = _independent(lambda z: z, _log_one_minus_exp)
+
+OBJECTIVES = {"softmax": SOFTMAX, "logistic": LOGISTIC, "sigmoid": SIGMOID, "rbf": RBF}

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fgsm_repro.config import FGSM
+from fgsm_repro.evaluation import adversarial_examples
+
 THRESHOLD = 0.5  # a rubbish input is "classified" when some class gets more than this
 
 
@@ -48,3 +51,13 @@ def rubbish_summary(probabilities: np.ndarray, class_names: Sequence[str], thres
 def fooling_success(probabilities: np.ndarray, target: int, threshold: float = THRESHOLD) -> float:
     """Percent of the (N, K) `probabilities` that give class `target` at least `threshold`."""
     return 100.0 * float((probabilities[:, target] >= threshold).mean())
+
+
+def steps_toward_each_class(model, objective, params, starts: np.ndarray, num_classes: int, *, mesh=None) -> np.ndarray:
+    """(classes, starts, ...): −sign(∇ₓJ(θ, x, c)) at every start x for every class c — a targeted
+    FGSM step of size 1, minus its start. The direction does not depend on the step's size, so
+    fooling images of any ε are ``starts + ε · steps[c]``."""
+    x = np.concatenate([starts] * num_classes)
+    targets = np.repeat(np.arange(num_classes, dtype=np.int32), len(starts))
+    stepped = adversarial_examples(model, objective, params, x, targets, FGSM(eps=1.0, targeted=True), mesh=mesh)
+    return (stepped - x).reshape(num_classes, *starts.shape)

@@ -44,6 +44,7 @@ from fgsm_repro.optim import (
 from fgsm_repro.sharding import data_mesh, replicate, split_batch
 
 AUGMENT_KEY = 7  # folded into a step's key for its augmentation
+RUBBISH_KEY = 8  # folded into a step's key for its Gaussian rubbish draws
 
 
 class TrainState(struct.PyTreeNode):
@@ -94,10 +95,16 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
     Plain: J(θ, x, y) with dropout. Adversarial (§6): J̃ = α·J(x) + (1−α)·J(x + η) with
     η = ε·sign(∇ₓJ(x)) — ∇θ and ∇ₓ of the clean term come from one backward pass — or, for the
     noise controls, η = ±ε or U(−ε, ε) per pixel. η is a constant (no gradient flows through it).
-    Each term draws its own dropout masks.
+    Each term draws its own dropout masks. With ``rubbish`` (Appendix A), each term's batch gains
+    Gaussian draws labelled "no class".
     """
 
     def loss(params, x, y, key):
+        if cfg.rubbish:  # Gaussian draws labelled "no class", from a key of their own
+            draws = jax.random.normal(jax.random.fold_in(key, RUBBISH_KEY), (cfg.rubbish.per_batch, *x.shape[1:]),
+                                      x.dtype)
+            x = jnp.concatenate([x, draws])
+            y = jnp.concatenate([y, jnp.full((cfg.rubbish.per_batch,), cfg.rubbish.label, y.dtype)])
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
         cost = objective.loss(logits, y).mean()
         if cfg.l1:

@@ -120,6 +120,15 @@ class AdversarialTrainingConfig(_Strict):
     perturbation: Literal["fgsm", "random_sign", "uniform"] = "fgsm"
 
 
+class RubbishTrainingConfig(_Strict):
+    """Appendix A's training on Gaussian rubbish: every minibatch gains `per_batch` draws of
+    N(0, I) in the input space, labelled `label` — an extra "no class" output of the model (a
+    network with one more class than the data)."""
+
+    per_batch: PositiveInt = 10
+    label: Annotated[int, Field(ge=0)] = 10
+
+
 class L1Config(_Strict):
     layer: str  # parameter collection name, e.g. maxout0 (the first maxout layer)
     coefficient: NonNegativeFloat
@@ -164,6 +173,7 @@ class TrainConfig(_Strict):
     # L1 penalty coefficient·Σ|W| on the weights of one layer (§5's control; None: no penalty).
     l1: L1Config | None = None
     adversarial: AdversarialTrainingConfig | None = None
+    rubbish: RubbishTrainingConfig | None = None
     augment: AugmentConfig | None = None
     stage2: Stage2Config | None = None
     # After stage 1, train afresh on train + validation for the best epoch's number of epochs
@@ -190,8 +200,9 @@ class RunRef(_Strict):
     training: str = "model"
 
 
-# Short names of train settings in the tags of grid points (checkpoint folders, tables).
-GRID_TAGS = {"weight_decay": "wd"}
+# Short names of train settings in the tags of grid points (checkpoint folders, tables). A grid
+# key may name a nested setting with dots, e.g. optimizer.learning_rate.
+GRID_TAGS = {"weight_decay": "wd", "optimizer.learning_rate": "lr"}
 
 
 class TrainingConfig(_Strict):
@@ -228,7 +239,19 @@ class TrainingConfig(_Strict):
     def overrides(self, point: dict[str, Any]) -> dict[str, Any]:
         """What this training (at grid `point`) merges over the experiment's train section."""
         extra = {"epochs": max(self.measure_epochs), "early_stopping_patience": None} if self.measure_epochs else {}
-        return deep_merge(deep_merge(self.train, point), extra)
+        return deep_merge(deep_merge(self.train, _nested(point)), extra)
+
+
+def _nested(point: dict[str, Any]) -> dict[str, Any]:
+    """``{"optimizer.learning_rate": .01}`` -> ``{"optimizer": {"learning_rate": .01}}``."""
+    out: dict[str, Any] = {}
+    for key, value in point.items():
+        *parents, last = key.split(".")
+        for p in reversed(parents):
+            value = {last: value}
+            last = p
+        out = deep_merge(out, {last: value})
+    return out
 
 
 def point_tag(point: dict[str, Any]) -> str:
@@ -258,6 +281,8 @@ class ExperimentConfig(_Strict):
     # None (auto): together on accelerators, one after another on a CPU, where `fgsm-repro bench`
     # measured the vmapped ensemble epoch slower than the same epochs one by one.
     seeds_together: bool | None = None
+    # The experiment's own settings (e.g. an ensemble's size), checked by its module's `Options`.
+    options: dict[str, Any] = Field(default_factory=dict)
     # The trained models, by name (experiments refer to them by these names); none: one training
     # of "model" with `train` as it is.
     trainings: dict[str, TrainingConfig] = Field(default_factory=dict)

@@ -3,7 +3,8 @@
 Each module is an :class:`Experiment`: ``CLAIMS`` (the claim IDs it measures), ``TRAININGS`` (the
 names under the config's ``trainings`` it uses; empty: whichever the config has) and
 ``run(cfg, splits, seed, ctx) -> Outcome``; optionally ``run_seeds(cfg, splits, seeds, ctx)``,
-which trains several seeds together. Its YAML config lives in ``configs/<name>.yaml``.
+which trains several seeds together, and ``Options``, a pydantic model of the settings it reads from
+the config's ``options``. Its YAML config lives in ``configs/<name>.yaml``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from typing import Protocol, runtime_checkable
 
 from fgsm_repro.experiments import (
     a_rubbish_cifar,
+    a_rubbish_mnist,
     f2_logistic,
+    f4_sweep,
     s5_l1,
     s6_noise,
+    s7_rbf,
+    s8_generalization,
+    s9_ensemble,
     t1_convmaxout,
     t1_softmax,
     t2_maxout240,
@@ -39,5 +45,10 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "t2_maxout1600": t2_maxout1600,
     "s6_noise": s6_noise,
     "s5_l1": s5_l1,
+    "s7_rbf": s7_rbf,
+    "s8_generalization": s8_generalization,
+    "s9_ensemble": s9_ensemble,
+    "f4_sweep": f4_sweep,
+    "a_rubbish_mnist": a_rubbish_mnist,
     "a_rubbish_cifar": a_rubbish_cifar,
 }

@@ -33,9 +33,9 @@ from fgsm_repro.data import Splits
 from fgsm_repro.data.preprocess import unwhiten
 from fgsm_repro.data.sources import CLASS_NAMES
 from fgsm_repro.errors import ReproError
-from fgsm_repro.evaluation import adversarial_examples, predict
+from fgsm_repro.evaluation import predict
 from fgsm_repro.experiments.common import Context, Outcome, Trained, pyplot, save_figure, train
-from fgsm_repro.rubbish import fooling_success, gaussian_inputs, rubbish_summary
+from fgsm_repro.rubbish import fooling_success, gaussian_inputs, rubbish_summary, steps_toward_each_class
 
 CLAIMS = ("A.rubbish_cifar", "A.rubbish_skew", "A.fooling")
 TRAININGS = ("model",)
@@ -58,7 +58,8 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     rubbish = rubbish_summary(_probabilities(trained, gaussian_inputs(RUBBISH_DRAWS, shape, [seed, RUBBISH_STREAM]),
                                              ctx), classes)
     starts = gaussian_inputs(FOOLING_STARTS, shape, [seed, FOOLING_STREAM])
-    steps = _toward_each_class(trained, starts, len(classes), ctx)
+    steps = steps_toward_each_class(trained.model, trained.objective, trained.params, starts, len(classes),
+                                    mesh=ctx.mesh)
     sensitivity, images = [], None
     for scale in STEP_SCALES:
         eps = scale * cfg.attack.eps
@@ -90,17 +91,6 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
 def _probabilities(trained: Trained, x: np.ndarray, ctx: Context) -> np.ndarray:
     logits = predict(trained.model, trained.objective, trained.params, x, mesh=ctx.mesh)[2]
     return np.asarray(trained.objective.probabilities(jnp.asarray(logits)))
-
-
-def _toward_each_class(trained: Trained, starts: np.ndarray, num_classes: int, ctx: Context) -> np.ndarray:
-    """(classes, starts, ...): −sign(∇ₓJ(θ, x, c)) at every start x, for every class c — a targeted
-    FGSM step of size 1, minus its start."""
-    unit_step = FGSM(eps=1.0, targeted=True)
-    x = np.concatenate([starts] * num_classes)
-    targets = np.repeat(np.arange(num_classes, dtype=np.int32), len(starts))
-    stepped = adversarial_examples(trained.model, trained.objective, trained.params, x, targets, unit_step,
-                                   mesh=ctx.mesh)
-    return (stepped - x).reshape(num_classes, *starts.shape)
 
 
 def _figure(splits: Splits, images: np.ndarray, fooled: np.ndarray, eps: float, cfg: ExperimentConfig,

@@ -15,12 +15,14 @@ import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fgsm_repro import trainings
 from fgsm_repro.config import AttackSpec, ExperimentConfig, point_tag
 from fgsm_repro.data import Splits
+from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import writes_files
@@ -147,6 +149,24 @@ def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, s
 
         checkpoints = Checkpoints(lambda seed: run_dir / f"seed{seed}-{tag}", f"{key}-{tag}") if key else None
         return fit(trainer, splits, seeds, on_epoch=callback, checkpoints=checkpoints)
+
+
+def experiment_options(cfg: ExperimentConfig, options_type: type[BaseModel] | None,
+                       config_path: str | Path | None = None) -> BaseModel | None:
+    """`cfg`'s ``options`` as its experiment's `options_type` (the module's ``Options``, a pydantic
+    model; an experiment without one takes none), with a one-line error for a wrong one."""
+    where = f"{config_path or cfg.name}: field 'options"
+    if options_type is None:
+        if cfg.options:
+            raise ReproError(f"{where}': experiment {cfg.experiment} takes no options")
+        return None
+    try:
+        return options_type.model_validate(cfg.options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ReproError(f"{where}{'.' + loc if loc else ''}': {msg}") from None
 
 
 def weight_norms(params) -> dict[str, float]:

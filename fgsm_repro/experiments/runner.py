@@ -13,7 +13,7 @@ from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config,
 from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
-from fgsm_repro.experiments.common import Context, Outcome
+from fgsm_repro.experiments.common import Context, Outcome, experiment_options
 from fgsm_repro.models import MODELS
 from fgsm_repro.processes import require_data_parallel
 from fgsm_repro.reference import claim_ids
@@ -61,6 +61,7 @@ def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
             raise ReproError(f"{config_path}: field 'data.classes': model {model.name} needs " + (
                 "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
     module = EXPERIMENTS[cfg.experiment]
+    experiment_options(cfg, getattr(module, "Options", None), config_path)
     missing = [t for t in module.TRAININGS if t not in cfg.training_specs()]
     if missing:
         raise ReproError(f"{config_path}: field 'trainings': experiment {cfg.experiment} needs the trainings "
