@@ -132,6 +132,11 @@ TARGETS: tuple[Target, ...] = (
            "maxout trained on rubbish reaches 0% error on it"),
     Target("F1.panda", "figure", None, "figure",
            "GoogLeNet panda -> gibbon (needs ImageNet weights: out of reach offline)"),
+    # Beyond the paper (no paper value): what its two transfer cells and its one eps suggest.
+    Target("X.transfer_matrix", "figure", None, "figure",
+           "beyond the paper: FGSM eps=.25 made on each MNIST model, error on every other (heat map)"),
+    Target("X.robustness", "figure", None, "figure",
+           "beyond the paper: FGSM error vs eps in [0, .3] for every MNIST model"),
 )
 
 

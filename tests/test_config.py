@@ -192,3 +192,37 @@ def test_the_report_marks_a_result_whose_config_changed_as_stale(tmp_path):
     record["provenance"]["config_hash"] = "changed"
     (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
     assert "**Stale**: `configs/t1_softmax.yaml` (ci profile) has changed" in build_report(tmp_path)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"members": 1}, "field 'options.members': Input should be greater than or equal to 2"),
+    ({"members": "many"}, "field 'options.members': Input should be a valid integer"),
+    ({"memberz": 12}, "field 'options.memberz': unknown key"),
+])
+def test_experiment_options_are_checked_by_the_experiment(options, message):
+    from fgsm_repro.experiments.runner import experiment_module
+
+    path = experiment_configs()["s9_ensemble"]
+    cfg = load_config(path, "ci").model_copy(update={"options": options})
+    with pytest.raises(ReproError) as err:
+        experiment_module(cfg, path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_experiment_without_options_takes_none(tmp_path):
+    from fgsm_repro.experiments.runner import experiment_module
+
+    path = _write(tmp_path, GOOD + "options: {members: 3}\n")
+    with pytest.raises(ReproError, match="field 'options': experiment t1_softmax takes no options"):
+        experiment_module(load_config(path), path)
+
+
+def test_a_grid_may_name_a_nested_setting(tmp_path):
+    cfg = load_config(_write(tmp_path, GOOD + "trainings:\n  model: {grid: {optimizer.learning_rate: [0.01, 0.03]}}\n"))
+    spec = cfg.training_specs()["model"]
+    assert [cfg.train_of("model", p).optimizer.learning_rate for p in spec.points()] == [0.01, 0.03]
+    assert cfg.train_of("model", spec.points()[0]).optimizer.name == "sgd"  # the rest of optimizer kept
+    assert len({cfg.training_hash("model", p) for p in spec.points()}) == 2
+    bad = _write(tmp_path, GOOD + "trainings:\n  model: {grid: {optimizer.learning_rat: [0.01]}}\n")
+    with pytest.raises(ReproError, match="trainings.model.train.optimizer.learning_rat"):
+        load_config(bad)

@@ -34,3 +34,19 @@ def test_every_claim_of_paper_targets_is_in_the_reference():
                      "A.fooling", "F1.panda"):
         assert expected in ids
     assert len({(t.claim, t.metric) for t in TARGETS}) == len(TARGETS)
+
+
+def test_a_claim_measured_in_parts_reads_each_metric_from_the_record_that_has_it():
+    """A.rubbish_skew is measured on MNIST by one experiment and on CIFAR-10 by another."""
+    from fgsm_repro.report import target_records
+
+    def record(name, profile, metrics):
+        return {"name": name, "provenance": {"profile": profile}, "measured": {"A.rubbish_skew": metrics}}
+
+    mnist = record("a_rubbish_mnist", "fast", {"mnist_share_5": 40.0})
+    cifar = record("a_rubbish_cifar", "paper", {"cifar_share_frog": 50.0})
+    mnist_ci = record("a_rubbish_mnist", "ci", {"mnist_share_5": 30.0})
+    chosen = target_records([cifar, mnist, mnist_ci])
+    by_metric = {t.metric: rec for t, rec in chosen.items() if t.claim == "A.rubbish_skew"}
+    assert by_metric == {"mnist_share_5": mnist, "cifar_share_frog": cifar}
+    assert target_records([mnist_ci]) == {} and target_records([mnist_ci], include_ci=True)

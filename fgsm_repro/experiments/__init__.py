@@ -26,6 +26,7 @@ from fgsm_repro.experiments import (
     t1_softmax,
     t2_maxout240,
     t2_maxout1600,
+    x_transfer,
 )
 
 
@@ -50,5 +51,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "s9_ensemble": s9_ensemble,
     "f4_sweep": f4_sweep,
     "a_rubbish_mnist": a_rubbish_mnist,
+    "x_transfer": x_transfer,
     "a_rubbish_cifar": a_rubbish_cifar,
 }
