@@ -27,7 +27,7 @@ from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import writes_files
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
-from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit
+from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit, seeds_together_by_default
 
 
 @dataclass
@@ -113,6 +113,17 @@ def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ct
         kept = trainings.kept_point(results)
         out.append(Trained(name, model, objective, results[kept].params, results[kept], points[kept], rows))
     return out
+
+
+def train_members(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ctx: Context) -> list[Trained]:
+    """Training `name` for each of `seeds` (an ensemble's members): stepped together in one vmapped
+    program when the config's ``seeds_together`` says so (by default on accelerators), else one
+    after another, as `fgsm-repro bench` measured faster on a CPU. The same runs either way, up
+    to float rounding; each resumes from its own checkpoints."""
+    together = cfg.seeds_together if cfg.seeds_together is not None else seeds_together_by_default()
+    if together:
+        return train(cfg, name, splits, seeds, ctx)
+    return [train(cfg, name, splits, [seed], ctx)[0] for seed in seeds]
 
 
 def sweep(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Context,

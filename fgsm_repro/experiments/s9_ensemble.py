@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate
-from fgsm_repro.experiments.common import Context, Outcome, experiment_options, train
+from fgsm_repro.experiments.common import Context, Outcome, experiment_options, train_members
 from fgsm_repro.models import MeanProbabilityEnsemble, stack_members
 from fgsm_repro.objectives import SOFTMAX
 
@@ -45,7 +45,7 @@ class Options(BaseModel):
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
     size = experiment_options(cfg, Options).members
-    members = train(cfg, "member", splits, [seed * size + m for m in range(size)], ctx)
+    members = train_members(cfg, "member", splits, [seed * size + m for m in range(size)], ctx)
     x, y = splits.x_test, splits.y_test
     ensemble = MeanProbabilityEnsemble(members[0].model, size)
     params = stack_members([m.params for m in members])

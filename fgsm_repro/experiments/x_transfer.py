@@ -24,7 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import adversarial_examples, evaluate
-from fgsm_repro.experiments.common import Context, Outcome, experiment_options, pyplot, save_figure, train
+from fgsm_repro.experiments.common import (
+    Context,
+    Outcome,
+    experiment_options,
+    pyplot,
+    save_figure,
+    train,
+    train_members,
+)
 from fgsm_repro.models import MeanProbabilityEnsemble, stack_members
 from fgsm_repro.objectives import SOFTMAX
 
@@ -45,7 +53,7 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     for name in TRAININGS[:-1]:
         t, = train(cfg, name, splits, [seed], ctx)
         models[name] = (t.model, t.objective, t.params)
-    members = train(cfg, "ensemble_member", splits, [seed * size + m for m in range(size)], ctx)
+    members = train_members(cfg, "ensemble_member", splits, [seed * size + m for m in range(size)], ctx)
     models["ensemble"] = (MeanProbabilityEnsemble(members[0].model, size), SOFTMAX,
                           stack_members([m.params for m in members]))
     x, y = splits.x_test, splits.y_test
