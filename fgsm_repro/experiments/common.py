@@ -146,6 +146,25 @@ def sweep(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Cont
     return rows
 
 
+def sensitivity(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> list[dict]:
+    """Clean and FGSM test numbers along the config's `sensitivity` training (a sweep, ``choose:
+    all``, measured after each of its `measure_epochs`), never used to choose anything: how far the
+    unstated training length and settings move a result. [] without that training."""
+    if "sensitivity" not in cfg.training_specs():
+        return []
+    x, y = splits.x_test, splits.y_test
+    model, objective = trainings.build_model_of(cfg, "sensitivity")
+
+    def measure(point, record, params) -> dict:
+        adv, _ = attack_metrics(model, objective, params, x, y, cfg.attack, mesh=ctx.mesh)
+        clean = evaluate(model, objective, params, x, y, mesh=ctx.mesh)
+        return {"clean_error": clean["error"], "clean_confidence": clean["confidence_all"], "fgsm_error": adv["error"],
+                "fgsm_confidence_mistakes": adv["confidence_mistakes"], "fgsm_confidence_all": adv["confidence_all"],
+                **weight_norms(params)}
+
+    return sweep(cfg, "sensitivity", splits, seed, ctx, measure)
+
+
 def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, seeds: list[int], ctx: Context,
                       tag: str, *, key: str | None, on_epoch=None) -> list[FitResult]:
     """:func:`fgsm_repro.train.fit` with a progress bar and, given a checkpoint `key` (the training

@@ -16,18 +16,9 @@ Protocol:
 
 from __future__ import annotations
 
-from fgsm_repro import trainings
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
-from fgsm_repro.evaluation import attack_metrics, evaluate
-from fgsm_repro.experiments.common import (
-    Context,
-    Outcome,
-    clean_and_attacked,
-    sweep,
-    train,
-    weight_norms,
-)
+from fgsm_repro.experiments.common import Context, Outcome, clean_and_attacked, sensitivity, train
 
 CLAIMS = ("T1.softmax",)
 TRAININGS = ("model",)  # and, optionally, "sensitivity"
@@ -39,22 +30,5 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     row.update(**trained.point, best_epoch=trained.fit.best_epoch, val_error=trained.fit.best_val_error)
     return Outcome(
         measured={"T1.softmax": row},
-        tables={"selection": trained.candidates, "sensitivity": _sensitivity(cfg, splits, seed, ctx)},
+        tables={"selection": trained.candidates, "sensitivity": sensitivity(cfg, splits, seed, ctx)},
     )
-
-
-def _sensitivity(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> list[dict]:
-    """Clean and FGSM numbers along the `sensitivity` training (never used to choose anything)."""
-    if "sensitivity" not in cfg.training_specs():
-        return []
-    x, y = splits.x_test, splits.y_test
-    model, objective = trainings.build_model_of(cfg, "sensitivity")
-
-    def measure(point, record, params) -> dict:
-        adv, _ = attack_metrics(model, objective, params, x, y, cfg.attack, mesh=ctx.mesh)
-        clean = evaluate(model, objective, params, x, y, mesh=ctx.mesh)
-        return {"clean_error": clean["error"], "fgsm_error": adv["error"],
-                "fgsm_confidence_mistakes": adv["confidence_mistakes"], "fgsm_confidence_all": adv["confidence_all"],
-                **weight_norms(params)}
-
-    return sweep(cfg, "sensitivity", splits, seed, ctx, measure)
