@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fgsm_repro.attacks import fgsm
-from fgsm_repro.config import TrainConfig
+from fgsm_repro.config import FGSM, TrainConfig
 from fgsm_repro.models import ConvMaxout, MaxoutMLP
 from fgsm_repro.objectives import SOFTMAX
 from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
@@ -183,6 +183,21 @@ def test_torchattacks_fgsm_gives_our_clipped_fgsm_examples():
     assert np.mean(np.isclose(ours, theirs, atol=1e-6)) > 0.999  # a gradient within rounding of 0 may flip
 
 
+def test_torchattacks_fgsm_on_the_torch_ensemble_gives_our_ensemble_fgsm_examples():
+    from fgsm_repro.bench.torch_side import MeanProbabilityEnsemble as TorchEnsemble
+    from fgsm_repro.evaluation import adversarial_examples
+    from fgsm_repro.models import MeanProbabilityEnsemble, stack_members
+
+    model = MaxoutMLP(units=7, weight_init=0.3)
+    params = [model.init(jax.random.PRNGKey(i), jnp.zeros((1, 28, 28, 1)))["params"] for i in range(3)]
+    twin = TorchEnsemble([Maxout(7, weight_init=0.3).load_flax(p) for p in params]).eval()
+    x, y = _data(64)
+    ours = adversarial_examples(MeanProbabilityEnsemble(model, 3), SOFTMAX, stack_members(params), x, y,
+                                FGSM(eps=0.25, clip=(0.0, 1.0)))
+    theirs = torchattacks.FGSM(twin, eps=0.25)(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(y).long())
+    assert np.mean(np.isclose(ours, theirs.permute(0, 2, 3, 1).numpy(), atol=1e-6)) > 0.999
+
+
 def test_flop_counts_by_hand():
     s = BenchSettings(examples=100, test_examples=10, ensemble=12)
     forward = 2 * (784 * 1200 + 240 * 1200 + 240 * 10)
@@ -192,6 +207,7 @@ def test_flop_counts_by_hand():
     assert WORKLOADS["maxout240_clean_epoch"].flops(s) == 100 * clean
     assert WORKLOADS["maxout240_adv_epoch"].flops(s) == 100 * (2 * clean + 2 * 784 * 1200)
     assert WORKLOADS["ensemble12_epoch"].flops(s) == 12 * 100 * clean
+    assert WORKLOADS["ensemble12_fgsm_test"].flops(s) == 12 * 10 * 2 * forward
     # The conv net on 32x32x3: maps 33x33 (pool 4/2 -> 15), 14x14 (-> 6), 8x8 (-> 4), then 4*4*192 = 3072.
     conv = [2 * 33 * 33 * (8 * 8 * 3) * 192, 2 * 14 * 14 * (8 * 8 * 96) * 384, 2 * 8 * 8 * (5 * 5 * 192) * 384,
             2 * 3072 * 2500, 2 * 500 * 10]

@@ -89,7 +89,9 @@ class Workload:
     name: str
     description: str
     units: int
-    kind: str  # "clean", "adversarial", "ensemble", "fgsm", "pgd", "conv", "cifar" (the CIFAR-10 recipe's epoch)
+    # "clean", "adversarial", "ensemble", "fgsm", "pgd", "ensemble_fgsm" (FGSM against a whole ensemble),
+    # "conv", "cifar" (the CIFAR-10 recipe's epoch)
+    kind: str
 
     @property
     def convolutional(self) -> bool:
@@ -113,7 +115,8 @@ class Workload:
         return IMAGE_SHAPE["cifar10" if self.convolutional else "mnist"]
 
     def examples(self, s: BenchSettings) -> int:
-        return {"fgsm": s.test_examples, "pgd": s.test_examples, "conv": s.conv_examples,
+        return {"fgsm": s.test_examples, "pgd": s.test_examples, "ensemble_fgsm": s.test_examples,
+                "conv": s.conv_examples,
                 "cifar": s.conv_examples}.get(self.kind, s.examples)
 
     def dense_shapes(self, s: BenchSettings) -> list[tuple[int, int]]:
@@ -130,7 +133,7 @@ class Workload:
         train = 3 * forward - first_input_grad
         per_example = {"clean": train, "conv": train, "cifar": train, "ensemble": s.ensemble * train,
                        "adversarial": 2 * train + first_input_grad, "fgsm": 2 * forward,
-                       "pgd": PGD_STEPS * 2 * forward}[self.kind]
+                       "pgd": PGD_STEPS * 2 * forward, "ensemble_fgsm": s.ensemble * 2 * forward}[self.kind]
         return float(per_example * self.examples(s))
 
 
@@ -142,6 +145,8 @@ WORKLOADS = {w.name: w for w in [
     Workload("ensemble12_epoch", "training epoch of a 12-member ensemble of maxout 240", 240, "ensemble"),
     Workload("fgsm_test", "FGSM eps .25 (clipped to [0,1]) on the test images, maxout 240", 240, "fgsm"),
     Workload("pgd10_test", "PGD-10 eps .25, step eps/4, random start, on the test images, maxout 240", 240, "pgd"),
+    Workload("ensemble12_fgsm_test", "FGSM eps .25 (clipped to [0,1]) against a 12-member mean-probability "
+             "ensemble of maxout 240 (S9.ens_all), on the test images", 240, "ensemble_fgsm"),
     Workload("convmaxout_cifar_epoch", "training epoch, conv maxout with the CIFAR-10 recipe's layers on CIFAR-sized "
              "input, batch 128, the maxout recipe's optimizer, max-norm 1.9365 on every layer, dropout", 500, "conv"),
     Workload("convmaxout_cifar_recipe_epoch", "training epoch of the CIFAR-10 recipe as T1.convmaxout trains it: "
@@ -188,6 +193,14 @@ def _jax_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
     from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
 
     model = w.model(s)
+    if w.kind == "ensemble_fgsm":
+        from fgsm_repro.models import MeanProbabilityEnsemble, stack_members
+
+        x, y = _synthetic(s.test_examples, 1, w.image_shape)
+        params = stack_members([model.init(jax.random.PRNGKey(i), jnp.asarray(x[:1]))["params"]
+                                for i in range(s.ensemble)])
+        ensemble = MeanProbabilityEnsemble(model, s.ensemble)
+        return [lambda: adversarial_examples(ensemble, SOFTMAX, params, x, y, ATTACKS["fgsm"])]
     if w.kind in ("fgsm", "pgd"):
         x, y = _synthetic(s.test_examples, 1, w.image_shape)
         params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
@@ -293,18 +306,19 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
     import torch
     import torchattacks
 
-    from fgsm_repro.bench.torch_side import ConvMaxout, Maxout, Recipe, train_epoch
+    from fgsm_repro.bench.torch_side import ConvMaxout, Maxout, MeanProbabilityEnsemble, Recipe, train_epoch
     from fgsm_repro.evaluation import EVAL_BATCH
 
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(0)
-    if w.kind in ("fgsm", "pgd"):
+    if w.kind in ("fgsm", "pgd", "ensemble_fgsm"):
         x, y = (torch.from_numpy(a) for a in _synthetic(s.test_examples, 1, w.image_shape))
         y = y.long()
         x = x.permute(0, 3, 1, 2).contiguous()  # torchattacks expects NCHW in [0, 1]
-        model = Maxout(w.width(s)).eval()
-        attack = (torchattacks.FGSM(model, eps=ATTACK_EPS) if w.kind == "fgsm" else
+        model = (MeanProbabilityEnsemble([Maxout(w.width(s)) for _ in range(s.ensemble)]) if w.kind == "ensemble_fgsm"
+                 else Maxout(w.width(s))).eval()
+        attack = (torchattacks.FGSM(model, eps=ATTACK_EPS) if w.kind in ("fgsm", "ensemble_fgsm") else
                   torchattacks.PGD(model, eps=ATTACK_EPS, alpha=ATTACK_EPS / 4, steps=PGD_STEPS, random_start=True))
         return [lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]]
     x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, w.image_shape))

@@ -55,6 +55,19 @@ class Maxout(torch.nn.Module):
         return self
 
 
+class MeanProbabilityEnsemble(torch.nn.Module):
+    """:class:`fgsm_repro.models.MeanProbabilityEnsemble` in PyTorch: log of the members' mean
+    softmax probabilities, so that a cross-entropy on it (torchattacks') is −log mean p(y | x)."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x):
+        log_probs = torch.stack([F.log_softmax(m(x), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
 class ConvMaxout(torch.nn.Module):
     """:class:`fgsm_repro.models.ConvMaxout` in PyTorch (NCHW): conv maxout over contiguous channel
     groups, VALID max-pools, a maxout and a softmax layer, the same dropout."""
