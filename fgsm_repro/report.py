@@ -103,6 +103,8 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
             shown = "—"
             counts["shown"] += 1
         elif target.kind == "qualitative":
+            if target.metric == "figure" and value:
+                shown = f"[figure]({value})"
             holds = rec["measured"][target.claim].get("holds")
             verdict = {True: "**holds**", False: "**does not hold**", None: "—"}[holds]
             counts["within" if holds else "outside"] += holds is not None
