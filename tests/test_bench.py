@@ -229,7 +229,7 @@ def _product_flops(jaxpr) -> int:
     return flops
 
 
-@pytest.mark.parametrize("name", ["fgsm_test", "pgd10_test"])
+@pytest.mark.parametrize("name", ["fgsm_test", "pgd10_test", "ensemble12_fgsm_test"])
 def test_the_products_alone_side_does_the_products_the_flops_count(name):
     from fgsm_repro.bench.suite import products_calls
 

@@ -250,7 +250,9 @@ def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]
 
         return jax.lax.fori_loop(0, steps, step, (inputs, output_grads))
 
-    shapes, key, n = w.dense_shapes(s), jax.random.PRNGKey(0), w.examples(s)
+    # Against an ensemble, every member's products (of its own weights).
+    members = s.ensemble if w.kind == "ensemble_fgsm" else 1
+    shapes, key, n = w.dense_shapes(s) * members, jax.random.PRNGKey(0), w.examples(s)
     # Scaled so that a forward and a backward product keep the operands' magnitude over the steps.
     weights = [jax.random.normal(key, (k, m)) * (k * m) ** -0.25 for k, m in shapes]
     sizes = [min(EVAL_BATCH, n - start) for start in range(0, n, EVAL_BATCH)]
@@ -486,7 +488,7 @@ def _run_bench(names: list[str] | None, settings: BenchSettings, log: Callable[[
         sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
             sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
-        if w.kind in ("fgsm", "pgd", "conv", "cifar") and not settings.data_parallel:  # the products alone
+        if w.kind in ("fgsm", "pgd", "ensemble_fgsm", "conv", "cifar") and not settings.data_parallel:  # products alone
             sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
         for name in [n for n in sides if n != "jax"]:  # warm-up
