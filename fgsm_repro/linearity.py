@@ -3,8 +3,9 @@
 The paper's Fig. 4 plots a maxout network's logits along x + ε·sign(∇ₓJ) for ε from −10 to 10 and
 observes that they are piecewise linear, with few pieces, and that the wrong classes a large step
 reaches stay the prediction over wide ranges of ε. These functions turn that picture into numbers:
-the fewest straight segments that follow a sampled curve to within a tolerance (the
-Ramer–Douglas–Peucker simplification, whose segments join points of the curve), and the longest
+how many straight segments follow a sampled curve to within a tolerance (the
+Ramer–Douglas–Peucker simplification, whose segments join points of the curve: greedy, so an upper
+bound on the fewest that would do — a conservative count for a "few pieces" test), and the longest
 run of ε over which one wrong class is predicted.
 """
 

@@ -182,11 +182,14 @@ class RBFNetwork(nn.Module):
                                    (d, self.num_classes))
         precision = jax.numpy.exp(log_precision)
         squared = (x * x) @ precision - 2 * x @ (precision * mean) + (precision * mean * mean).sum(0)
-        return -jax.numpy.maximum(squared, 0.0)  # rounding can take a distance just below 0
+        # Rounding can take a distance just below 0: the log-probability stays ≤ 0 (min, not a clamp
+        # of the distance, keeps the gradient of every other input).
+        return jax.numpy.minimum(-squared, 0.0)
 
 
 class MeanProbabilityEnsemble(nn.Module):
-    """An ensemble of `size` copies of `member` (§9, S9.ens_*) with their own parameters: it
+    """An ensemble of `size` copies of `member`, a model with softmax outputs (§9, S9.ens_*), with
+    their own parameters: it
     predicts the mean of the members' class probabilities, and its logits are the log of that mean,
     so the softmax cost of the ensemble is −log of the mean probability of the label (the cost
     FGSM against the whole ensemble follows). The members' parameters are stacked on a leading

@@ -65,9 +65,17 @@ def _independent(log_p: Callable, log_not_p: Callable) -> Objective:
     )
 
 
+NEAR_CERTAIN = 1e-6  # |z| below which log(1 − e^z) is continued by its tangent
+
+
 def _log_one_minus_exp(z):
-    # log(1 − e^z) for z ≤ 0; z is kept a hair below 0, where it is −∞ (an output certain of a class).
-    return jnp.log(-jnp.expm1(jnp.minimum(z, -1e-6)))
+    """log(1 − e^z) for z ≤ 0, which is −∞ at 0 (an output certain of a class). Within
+    NEAR_CERTAIN of 0 it is continued by its tangent at −NEAR_CERTAIN (slope ≈ −1/NEAR_CERTAIN),
+    so that the cost stays finite and its gradient keeps pushing such an output down."""
+    d = NEAR_CERTAIN
+    exact = jnp.log(-jnp.expm1(jnp.minimum(z, -d)))
+    tangent = jnp.log(-jnp.expm1(-d)) - (z + d) * jnp.exp(-d) / -jnp.expm1(-d)
+    return jnp.where(z < -d, exact, tangent)
 
 
 SIGMOID = _independent(jax.nn.log_sigmoid, lambda z: jax.nn.log_sigmoid(-z))

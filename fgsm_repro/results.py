@@ -22,6 +22,7 @@ from fgsm_repro import cpu_tuning
 from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, migrate_legacy
 from fgsm_repro.data import DatasetInfo
 from fgsm_repro.errors import ReproError
+from fgsm_repro.trainings import reused_training_hashes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
@@ -95,6 +96,8 @@ def provenance(cfg: ExperimentConfig, config_file: str | Path | None, dataset: D
         "config_file": str(Path(config_file).resolve().relative_to(REPO_ROOT))
         if config_file and Path(config_file).resolve().is_relative_to(REPO_ROOT) else str(config_file),
         "config_hash": cfg.hash(),
+        # What the trainings reused from other configs train (their recipes are not in config_hash).
+        "reused_training_hashes": reused_training_hashes(cfg),
         "config": cfg.model_dump(mode="json"),
         "profile": cfg.profile,
         "dataset": dataset.as_dict(),
@@ -155,6 +158,20 @@ def current_config_hash(record: ResultRecord, config_dir: Path | None = None) ->
         return None
 
 
+def _reused_trainings_changed(record: ResultRecord, config_dir: Path | None) -> bool:
+    """Whether a training the record's config reuses from another config trains differently today
+    (records without the field, written before it existed, are taken as unchanged)."""
+    recorded = record["provenance"].get("reused_training_hashes")
+    if not recorded:
+        return False
+    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
+    try:
+        cfg = load_config(configs[record.get("name") or record.get("experiment")], record["provenance"]["profile"])
+        return reused_training_hashes(cfg) != recorded
+    except (ReproError, KeyError):
+        return True
+
+
 def config_changed(record: ResultRecord, config_dir: Path | None = None) -> bool | None:
     """Whether the config that produced `record` differs from today's config of the same name and
     profile in anything hashed (what runs); None when today's config is gone or does not load.
@@ -165,7 +182,7 @@ def config_changed(record: ResultRecord, config_dir: Path | None = None) -> bool
     if current is None:
         return None
     if prov.get("config_hash") == current:
-        return False
+        return _reused_trainings_changed(record, config_dir)
     try:
         recorded = ExperimentConfig.model_validate(migrate_legacy({**prov["config"], "name": name}))
     except Exception:  # a format this code no longer reads

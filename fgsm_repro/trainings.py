@@ -51,3 +51,16 @@ def kept_point(fits: Sequence[FitResult]) -> int:
     if len(fits) == 1:
         return 0
     return min(range(len(fits)), key=lambda i: fits[i].best_val_error)
+
+
+def reused_training_hashes(cfg: ExperimentConfig) -> dict[str, str]:
+    """For each training of `cfg` that reuses another config's: the training hash of what it
+    finally trains (following reuse through other configs), so that a result can tell when a
+    recipe it was built on has changed. A grid's points are joined."""
+    def resolve(config: ExperimentConfig, name: str) -> str:
+        spec = config.training_specs()[name]
+        if spec.reuse:
+            return resolve(reused_config(config, name), spec.reuse.training)
+        return "+".join(config.training_hash(name, point) for point in spec.points())
+
+    return {name: resolve(cfg, name) for name, spec in cfg.training_specs().items() if spec.reuse}

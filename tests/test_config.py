@@ -226,3 +226,33 @@ def test_a_grid_may_name_a_nested_setting(tmp_path):
     bad = _write(tmp_path, GOOD + "trainings:\n  model: {grid: {optimizer.learning_rat: [0.01]}}\n")
     with pytest.raises(ReproError, match="trainings.model.train.optimizer.learning_rat"):
         load_config(bad)
+
+
+def test_a_rubbish_class_must_be_the_models_extra_class():
+    from fgsm_repro.config import TrainingConfig
+    from fgsm_repro.experiments.runner import experiment_module
+
+    path = experiment_configs()["a_rubbish_mnist"]
+    cfg = load_config(path, "ci")
+    experiment_module(cfg, path)  # as shipped: an 11-class maxout, label 10
+    wrong = dict(cfg.trainings, rubbish_trained=TrainingConfig(model="maxout", train={"rubbish": {"label": 10}}))
+    with pytest.raises(ReproError, match="trainings.rubbish_trained.train.rubbish.label': the rubbish class must be"):
+        experiment_module(cfg.model_copy(update={"trainings": wrong}), path)
+
+
+def test_a_result_is_stale_when_a_training_it_reuses_changes(tmp_path):
+    """Configs like s8_generalization take their models from other configs: a change of such a
+    recipe marks the result stale though the config itself is unchanged."""
+    from fgsm_repro.results import config_changed
+    from fgsm_repro.trainings import reused_training_hashes
+
+    (tmp_path / "base.yaml").write_text(GOOD)
+    (tmp_path / "user.yaml").write_text(GOOD + "trainings:\n  model: {reuse: {config: base}}\n")
+    cfg = load_config(tmp_path / "user.yaml", "paper")
+    record = {"name": "user", "provenance": {"profile": "paper", "config_hash": cfg.hash(), "config": {},
+                                             "reused_training_hashes": reused_training_hashes(cfg)}}
+    assert config_changed(record, tmp_path) is False
+    (tmp_path / "base.yaml").write_text(GOOD.replace("epochs: 3", "epochs: 4"))
+    assert config_changed(record, tmp_path) is True
+    del record["provenance"]["reused_training_hashes"]  # a record from before the field: not judged
+    assert config_changed(record, tmp_path) is False

@@ -113,8 +113,23 @@ def test_rubbish_training_adds_gaussian_draws_labelled_no_class(monkeypatch):
     assert list(np.asarray(seen["labels"])) == [0, 1, 0, 1, 2, 2]
     _, plain = make_loss_and_grad(model, SOFTMAX, cfg.model_copy(update={"rubbish": None}))(
         params, x, y, jax.random.PRNGKey(1))
-    # The draws reach the first layer: its kernel's gradient changes on rows the constant x leaves alike.
-    assert not np.allclose(grads["maxout0"]["kernel"], plain["maxout0"]["kernel"])
+    # A constant batch gives the first layer's kernel gradient equal rows (one per pixel); Gaussian
+    # draws reaching the input make them differ, and other keys draw other noise.
+    kernel = np.asarray(grads["maxout0"]["kernel"])
+    assert np.allclose(np.asarray(plain["maxout0"]["kernel"]), np.asarray(plain["maxout0"]["kernel"])[:1])
+    assert not np.allclose(kernel, kernel[:1])
+    _, other = make_loss_and_grad(model, SOFTMAX, cfg)(params, x, y, jax.random.PRNGKey(2))
+    assert not np.allclose(np.asarray(other["maxout0"]["kernel"]), kernel)
+
+
+def test_rbf_cost_stays_finite_and_pushes_a_near_certain_wrong_class_down():
+    z = jnp.array([[-1e-9, -3.0], [0.0, -3.0], [-1e-3, -3.0]])  # class 0 near certain, the label is 1
+    labels = jnp.array([1, 1, 1])
+    loss = RBF.loss(z, labels)
+    grad = jax.grad(lambda z: RBF.loss(z, labels).sum())(z)
+    assert bool(jnp.isfinite(loss).all()) and bool(jnp.isfinite(grad).all())
+    assert (np.asarray(grad[:, 0]) > 0).all()  # so lowering z_0 (away from the centre) lowers the cost
+    assert float(loss[2]) < float(loss[0]) < float(loss[1])  # continuous, rising toward certainty
 
 
 def test_agreement_on_a_hand_made_table():

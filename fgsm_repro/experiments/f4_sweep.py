@@ -7,8 +7,8 @@ test "4" are piecewise linear, and the wrong classes stay the prediction over wi
 
 Protocol:
 1. The naive maxout network of T1.maxout (training ``model`` reuses t2_maxout240's), in inference
-   mode. The direction is sign(∇ₓJ(θ, x, y)) at ε = 0 with the true label (the config's attack
-   at unit step), fixed along the sweep.
+   mode. The direction is sign(∇ₓJ(θ, x, y)) at ε = 0 with the config's labels (true), the
+   config's FGSM at unit step without clipping, fixed along the sweep.
 2. The figure: the ten logits along ε ∈ [−10, 10] (2,001 steps) for the first test "4", with
    the predicted class beneath.
 3. The numbers behind it, over the first 1,000 test images, on 401 steps of ε ∈ [−10, 10]:
@@ -26,6 +26,7 @@ import numpy as np
 
 from fgsm_repro.config import FGSM, ExperimentConfig
 from fgsm_repro.data import Splits
+from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import adversarial_examples, predict
 from fgsm_repro.experiments.common import Context, Outcome, Trained, pyplot, save_figure, train
 from fgsm_repro.linearity import longest_wrong_run, pieces_per_curve
@@ -45,7 +46,8 @@ FIGURE_LABEL = 4
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
     trained, = train(cfg, "model", splits, [seed], ctx)
     x, y = splits.x_test[:SWEEP_IMAGES], splits.y_test[:SWEEP_IMAGES]
-    directions = _directions(trained, x, y, ctx)
+    unit_step = _unit_step(cfg)
+    directions = _directions(trained, x, y, unit_step, ctx)
     t = np.linspace(-EPS_RANGE, EPS_RANGE, SWEEP_STEPS)
     ahead = t >= 0
     pieces, runs = [], []
@@ -73,11 +75,16 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     )
 
 
-def _directions(trained: Trained, x: np.ndarray, y: np.ndarray, ctx: Context) -> np.ndarray:
-    """sign(∇ₓJ(θ, x, y)): an FGSM step of size 1, minus its start."""
-    stepped = adversarial_examples(trained.model, trained.objective, trained.params, x, y, FGSM(eps=1.0),
-                                   mesh=ctx.mesh)
+def _directions(trained: Trained, x: np.ndarray, y: np.ndarray, unit_step: FGSM, ctx: Context) -> np.ndarray:
+    """sign(∇ₓJ(θ, x, y)): the config's FGSM at ε = 1 (unclipped: a direction), minus its start."""
+    stepped = adversarial_examples(trained.model, trained.objective, trained.params, x, y, unit_step, mesh=ctx.mesh)
     return stepped - x
+
+
+def _unit_step(cfg: ExperimentConfig) -> FGSM:
+    if not isinstance(cfg.attack, FGSM) or cfg.attack.targeted:
+        raise ReproError(f"{cfg.name}: f4_sweep follows the FGSM direction: it needs attack: {{name: fgsm, ...}}")
+    return cfg.attack.model_copy(update={"eps": 1.0, "clip": None})
 
 
 def _logits_along(trained: Trained, x: np.ndarray, directions: np.ndarray, t: np.ndarray, ctx: Context) -> np.ndarray:
@@ -93,7 +100,7 @@ def _figure(trained: Trained, splits: Splits, cfg: ExperimentConfig, ctx: Contex
     i = int(np.flatnonzero(splits.y_test == FIGURE_LABEL)[0])
     x, y = splits.x_test[i:i + 1], splits.y_test[i:i + 1]
     t = np.linspace(-EPS_RANGE, EPS_RANGE, FIGURE_STEPS)
-    logits = _logits_along(trained, x, _directions(trained, x, y, ctx), t, ctx)[0]
+    logits = _logits_along(trained, x, _directions(trained, x, y, _unit_step(cfg), ctx), t, ctx)[0]
     plt = pyplot()
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(7, 4.6), height_ratios=(5, 1), sharex=True)
     for k in range(logits.shape[1]):

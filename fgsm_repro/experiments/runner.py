@@ -14,7 +14,7 @@ from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
 from fgsm_repro.experiments.common import Context, Outcome, experiment_options
-from fgsm_repro.models import MODELS
+from fgsm_repro.models import MODELS, build_model
 from fgsm_repro.processes import require_data_parallel
 from fgsm_repro.reference import claim_ids
 from fgsm_repro.results import ResultRecord, git_state, provenance, write_result
@@ -60,6 +60,16 @@ def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
         if binary != (cfg.data.classes is not None):
             raise ReproError(f"{config_path}: field 'data.classes': model {model.name} needs " + (
                 "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
+    for name, training in cfg.training_specs().items():
+        rubbish = None if training.reuse else cfg.train_of(name, training.points()[0]).rubbish
+        if rubbish is None:
+            continue
+        classes = getattr(build_model(cfg.model_of(name).name, cfg.model_of(name).options)[0], "num_classes", None)
+        data_classes = 2 if cfg.data.classes else 10
+        if not (rubbish.label == data_classes and classes == data_classes + 1):
+            raise ReproError(f"{config_path}: field 'trainings.{name}.train.rubbish.label': the rubbish class must be "
+                             f"the model's extra class, {data_classes} of num_classes {data_classes + 1} (the data has "
+                             f"{data_classes} classes; the model {classes})")
     module = EXPERIMENTS[cfg.experiment]
     experiment_options(cfg, getattr(module, "Options", None), config_path)
     missing = [t for t in module.TRAININGS if t not in cfg.training_specs()]

@@ -16,7 +16,7 @@ Protocol:
    test images, (S9.ens_all) against the ensemble — the gradient of its cost — and (S9.ens_one)
    against member 0 alone; both sets of examples are evaluated on the ensemble.
 
-Usage from Python, on any list of trained parameters of one Flax model::
+Usage from Python, on any list of trained parameters of one Flax model with softmax outputs::
 
     ensemble = MeanProbabilityEnsemble(model, len(params))
     x_adv = adversarial_examples(ensemble, SOFTMAX, stack_members(params), x, y, FGSM(eps=0.25))

@@ -6,8 +6,8 @@ maxout network on the adversarially trained one and back) and one point of each 
 robustness curve (ε = .25). Here:
 
 1. The models are those the other MNIST experiments train, each reused as trained there (the
-   config's ``trainings``), and the mean-probability ensemble of ``options.ensemble_members``
-   seeds of the naive maxout (s9_ensemble's members).
+   config's ``trainings``), and s9_ensemble's mean-probability ensemble of naive maxouts (its
+   ``options.members`` seeds, reused through its ``member`` training).
 2. Transfer (X.transfer_matrix): FGSM with the config's attack (ε = .25, true labels, no clipping,
    inference mode) on the 10,000 test images, made on each model (for the ensemble, on the whole
    ensemble), and classified by every model. Cell (source, target) = the target's error on the
@@ -19,11 +19,12 @@ robustness curve (ε = .25). Here:
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from fgsm_repro import trainings
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import adversarial_examples, evaluate
+from fgsm_repro.experiments import s9_ensemble
 from fgsm_repro.experiments.common import (
     Context,
     Outcome,
@@ -42,13 +43,9 @@ TRAININGS = ("softmax", "maxout", "maxout_adversarial", "maxout_sign_noise", "ma
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    ensemble_members: int = Field(12, ge=2)
-
-
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
-    size = experiment_options(cfg, Options).ensemble_members
+    # The ensemble is s9_ensemble's: its size with its members.
+    size = experiment_options(trainings.reused_config(cfg, "ensemble_member"), s9_ensemble.Options).members
     models = {}
     for name in TRAININGS[:-1]:
         t, = train(cfg, name, splits, [seed], ctx)
