@@ -106,30 +106,41 @@ def _parse_params(params: list[str]) -> dict:
 @app.command()
 def attack(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `fgsm-repro train`.")],
-    attack_name: Annotated[str | None, typer.Option("--attack", help="Attack name, e.g. fgsm or pgd "
+    attack_name: Annotated[str | None, typer.Option("--attack", help="fgsm, fgm, bim, pgd, deepfool, jsma or cw "
                                                     "[default: the config's].")] = None,
-    eps: Annotated[float | None, typer.Option(help="L-inf size [default: the config's].")] = None,
-    clip: Annotated[str | None, typer.Option(help="LOW,HIGH to clip the examples, or none [default: the config's]."
+    eps: Annotated[float | None, typer.Option(help="Size of the perturbation in the attack's norm, for the attacks "
+                                              "that have one [default: the config's].")] = None,
+    clip: Annotated[str | None, typer.Option(help="LOW,HIGH to clip the examples, or none [default: the attack's]."
                                              )] = None,
     labels: Annotated[str | None, typer.Option(help="true or predicted labels [default: the config's].")] = None,
     params: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE for the attack's other settings "
                                                      "(e.g. --param steps=40); repeatable.")] = None,
-    save_examples: Annotated[int, typer.Option(min=0, help="Save this many clean/adversarial test examples (.npz).")
-                             ] = 0,
+    space: Annotated[str, typer.Option(help="preprocessed: attack the model's inputs; pixel: attack [0, 1] pixels "
+                                       "through the dataset's preprocessing (CIFAR-10's GCN + ZCA).")]
+    = "preprocessed",
+    limit: Annotated[int | None, typer.Option(min=1, help="Attack only the first N test images.")] = None,
+    save_examples: Annotated[int, typer.Option(min=0, help="Save this many clean/adversarial test examples (.npz) "
+                                               "and a PNG grid of clean / perturbation / adversarial.")] = 0,
     output: Annotated[Path | None, typer.Option("--out", help="Write the metrics as JSON here.")] = None,
     data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
 ):
-    """An attack (the config's, or --attack) on the test set against a trained model: error and confidences."""
-    from fgsm_repro.config.attacks import NestedFieldError, parse_attack
+    """An attack (the config's, or --attack) on the test set against a trained model: error,
+    confidences, perturbation norms and time per example."""
+    from fgsm_repro.config.attacks import AttackSpec, NestedFieldError, parse_attack
     from fgsm_repro.evaluation import attack_metrics, evaluate
     from fgsm_repro.processes import sync, writes_files
     from fgsm_repro.runs import load_run
 
+    if space not in ("preprocessed", "pixel"):
+        raise ReproError(f"--space must be preprocessed or pixel, got {space!r}")
     run = load_run(run_dir, data_parallel=data_parallel, data_dir=data_dir)
-    settings = run.cfg.attack.model_dump()
-    if attack_name is not None and attack_name != settings["name"]:  # another attack: only the common settings
-        settings = {"name": attack_name, **{k: settings[k] for k in ("eps", "clip", "labels") if k in settings}}
+    configured = run.cfg.attack
+    settings = configured.model_dump()
+    if attack_name is not None and attack_name != settings["name"]:  # another attack: the settings it shares
+        fields = AttackSpec.registry[attack_name].model_fields if attack_name in AttackSpec.registry else {}
+        settings = {"name": attack_name, **{k: settings[k] for k in configured.model_fields_set
+                                            if k in ("eps", "labels") and k in fields}}
     given = {"eps": eps, "labels": labels} | ({"clip": _parse_clip(clip)} if clip is not None else {})
     settings |= {k: v for k, v in given.items() if v is not None or k == "clip"} | _parse_params(params or [])
     try:
@@ -137,40 +148,65 @@ def attack(
     except NestedFieldError as e:
         raise ReproError(f"attack option {e}") from None
     start = time.perf_counter()
-    x, y = run.splits.x_test, run.splits.y_test
-    clean = evaluate(run.model, run.objective, run.params, x, y, mesh=run.mesh)
-    adv, x_adv = attack_metrics(run.model, run.objective, run.params, x, y, spec, mesh=run.mesh)
+    model, params_, x, y = _attacked_inputs(run, space, data_dir)
+    x, y = (x[:limit], y[:limit]) if limit else (x, y)
+    clean = evaluate(model, run.objective, params_, x, y, mesh=run.mesh)
+    adv, x_adv = attack_metrics(model, run.objective, params_, x, y, spec, mesh=run.mesh, norms=True)
     if writes_files():  # of several processes, the first reports and writes
-        _report_attack(run, output, save_examples, spec, clean, adv, x_adv, start)
+        _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_adv, start)
     sync("attack written")
 
 
-def _report_attack(run, output, save_examples, spec, clean, adv, x_adv, start) -> None:
+def _attacked_inputs(run, space: str, data_dir):
+    """(model, params, x_test, y_test) in the space attacked: the model's own inputs, or [0, 1]
+    pixels through the preprocessing when the dataset has one."""
+    splits = run.splits
+    if space == "preprocessed" or splits.whitening is None:
+        if space == "pixel":
+            out.print("note: this dataset has no preprocessing; its inputs are the pixels")
+        return run.model, run.params, splits.x_test, splits.y_test
+    from fgsm_repro.experiments.common import Context
+    from fgsm_repro.experiments.t1_convmaxout import FromPixels, pixel_params, test_pixels
+
+    pixels = test_pixels(run.cfg, Context(data_dir=data_dir, show_progress=False), splits)
+    return (FromPixels(run.model, splits.whitening.scale), pixel_params(run.params, splits.whitening), pixels,
+            splits.y_test)
+
+
+def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_adv, start) -> None:
     import numpy as np
 
     from fgsm_repro.results import device_info, git_state
 
     splits = run.splits
-    table = Table(title=f"{spec.describe()} on {len(splits.y_test)} test images ({splits.info.label})")
+    table = Table(title=f"{spec.describe()} on {len(y)} test images ({splits.info.label}, {space} space)")
     for col in ("", "error", "mean confidence", "confidence on mistakes"):
         table.add_column(col)
     for name, m in (("clean", clean), ("adversarial", adv)):
         table.add_row(name, _pct(m["error"]), _pct(m["confidence_all"]), _pct(m["confidence_mistakes"]))
     out.print(table)
+    norms = adv["norms"]
+    shown = "   ".join(f"{label} mean {norms[k]['mean']:.4g}, median {norms[k]['median']:.4g}"
+                       for k, label in (("l0", "L0"), ("l2", "L2"), ("linf", "L∞")) if norms[k]["mean"] is not None)
+    out.print(f"perturbations of the {norms['examples']} examples fooled: {shown or '-'}\n"
+              f"{1000 * adv['seconds_per_example']:.3g} ms per example", markup=False)
     info = run.record
-    record = {"run_dir": str(Path(run.run_dir).resolve()), "attack": spec.model_dump(mode="json"),
-              "clean": clean, "adversarial": adv,
+    record = {"run_dir": str(Path(run.run_dir).resolve()), "attack": spec.model_dump(mode="json"), "space": space,
+              "examples": len(y), "clean": clean, "adversarial": adv,
               "provenance": {**git_state(), "config_hash": info["config_hash"], "seed": info["seed"],
                              "profile": info["profile"], "dataset": splits.info.as_dict(), "device": device_info(),
                              "wall_time_s": round(time.perf_counter() - start, 2)}}
     if save_examples:
+        from fgsm_repro.pictures import save_example_grid
+
         n = min(save_examples, len(x_adv))
         path = Path(output or Path(run.run_dir) / "attack.json").with_suffix(".examples.npz")
-        np.savez_compressed(path, x=splits.x_test[:n], x_adv=x_adv[:n], y=splits.y_test[:n])
-        out.print(f"saved {n} examples -> {path}")
+        np.savez_compressed(path, x=x[:n], x_adv=x_adv[:n], y=y[:n])
+        grid = save_example_grid(path.with_suffix(".png"), x[:n], x_adv[:n], f"{spec.describe()} — {splits.info.label}")
+        out.print(f"saved {n} examples -> {path}, {grid}", markup=False)
     if output:
         Path(output).write_text(json.dumps(record, indent=2))
-        out.print(f"metrics -> {output}")
+        out.print(f"metrics -> {output}", markup=False)
 
 
 # --------------------------------------------------------------------------------------

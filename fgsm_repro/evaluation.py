@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -13,7 +14,7 @@ from jax.sharding import Mesh
 from fgsm_repro import cpu_tuning
 from fgsm_repro.attacks.common import Victim
 from fgsm_repro.errors import ReproError
-from fgsm_repro.metrics import summarize
+from fgsm_repro.metrics import perturbation_norms, summarize
 from fgsm_repro.objectives import Objective
 from fgsm_repro.sharding import put_eval_batch, replicate, to_host
 
@@ -77,6 +78,8 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
     check_finite(x)
     params = _placed(params, mesh)
     key = jax.random.PRNGKey(ATTACK_KEY) if key is None else key
+    limit = getattr(attack, "batch_size", lambda features: None)(int(np.prod(x.shape[1:])))
+    batch_size = min(batch_size, limit or batch_size)  # e.g. JSMA's pair scores grow with the batch
     # Every batch dispatched before the first is read back: the host prepares the next while XLA runs.
     out = [_attack_batch(model, objective, attack, params, put_eval_batch(x[s], mesh), put_eval_batch(y[s], mesh),
                          jax.random.fold_in(key, s.start))
@@ -93,7 +96,16 @@ def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: n
 
 
 def attack_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray, attack: AttackFn, *,
-                   mesh: Mesh | None = None) -> tuple[dict, np.ndarray]:
-    """Metrics of `model` on the examples `attack` generates on it, and the examples."""
+                   mesh: Mesh | None = None, norms: bool = False) -> tuple[dict, np.ndarray]:
+    """Metrics of `model` on the examples `attack` generates on it, and the examples. With
+    `norms`, also the perturbation sizes (L0, L2, L∞) and the attack's seconds per example."""
+    start = time.perf_counter()
     x_adv = adversarial_examples(model, objective, params, x, y, attack, mesh=mesh)
-    return evaluate(model, objective, params, x_adv, y, mesh=mesh), x_adv
+    seconds = time.perf_counter() - start
+    metrics = evaluate(model, objective, params, x_adv, y, mesh=mesh)
+    if norms:  # the sizes of the perturbations that turned a right answer wrong
+        clean_pred, _, _ = predict(model, objective, params, x, mesh=mesh)
+        pred, _, _ = predict(model, objective, params, x_adv, mesh=mesh)
+        fooled = (clean_pred == y) & (pred != y)
+        metrics |= {"norms": perturbation_norms(x, x_adv, fooled), "seconds_per_example": seconds / max(len(x), 1)}
+    return metrics, x_adv

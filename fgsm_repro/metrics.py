@@ -40,3 +40,16 @@ def agreement(pred: np.ndarray, other: np.ndarray, mask: np.ndarray) -> float | 
     `mask` is empty): §8's measure of how adversarial examples generalize across models."""
     mask = np.asarray(mask, bool)
     return float(100.0 * np.mean(np.asarray(pred)[mask] == np.asarray(other)[mask])) if mask.any() else None
+
+
+def perturbation_norms(x: np.ndarray, x_adv: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """Mean and median of the perturbation's L0 (features changed), L2 and L∞ norms over the
+    examples in `mask` (all by default; None where it is empty), and how many those are."""
+    delta = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
+    if mask is not None:
+        delta = delta[np.asarray(mask, bool)]
+    per_example = {"l0": (delta != 0).sum(1).astype(np.float64), "l2": np.sqrt(np.square(delta).sum(1)),
+                   "linf": np.abs(delta).max(1, initial=0.0)}
+    stats = {name: {"mean": float(v.mean()) if len(v) else None, "median": float(np.median(v)) if len(v) else None}
+             for name, v in per_example.items()}
+    return stats | {"examples": len(delta)}

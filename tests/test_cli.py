@@ -85,6 +85,52 @@ def test_train_attack_report(tmp_path, mnist_data_dir):
     assert isinstance(res.exception, ReproError) and "changed since" in str(res.exception)
 
 
+@pytest.mark.parametrize("args, fooled_l2", [
+    (["--attack", "fgm", "--eps", "2"], (1.9, 2.0 + 1e-6)),
+    (["--attack", "bim", "--eps", "0.1", "--param", "target=least_likely"], None),
+    (["--attack", "pgd", "--eps", "1.5", "--param", "norm=2", "--param", "restarts=2"], (0.1, 1.5 + 1e-6)),
+    (["--attack", "deepfool", "--labels", "predicted"], (0.05, 5.0)),
+    (["--attack", "jsma", "--param", "gamma=0.05"], None),
+    (["--attack", "cw", "--param", "steps=30", "--param", "binary_search_steps=3", "--param", "initial_const=1"],
+     (0.01, 5.0)),
+])
+def test_every_attack_runs_from_the_cli_with_norms_time_and_pictures(tmp_path, mnist_data_dir, trained_tiny, args,
+                                                                      fooled_l2):
+    out = tmp_path / "a.json"
+    res = CliRunner().invoke(app, ["attack", str(trained_tiny), *args, "--limit", "200", "--save-examples", "3",
+                                   "--out", str(out), "--data-dir", str(mnist_data_dir)])
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.read_text())
+    assert record["attack"]["name"] == args[1] and record["examples"] == 200
+    adv, norms = record["adversarial"], record["adversarial"]["norms"]
+    assert adv["error"] > record["clean"]["error"] and adv["seconds_per_example"] > 0
+    assert 0 < norms["examples"] <= 200 and norms["l0"]["median"] >= 1
+    if fooled_l2:
+        assert fooled_l2[0] <= norms["l2"]["median"] <= fooled_l2[1], norms
+    assert (tmp_path / "a.examples.npz").is_file() and (tmp_path / "a.examples.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attack", "deepfool", "--eps", "0.1"], "eps: unknown key for deepfool"),
+    (["--attack", "cw", "--param", "steps=-1"], "steps"),
+    (["--attack", "nope"], "unknown attack 'nope'"),
+    (["--space", "pixels"], "--space must be"),
+])
+def test_bad_attack_options_are_one_line_errors(mnist_data_dir, trained_tiny, args, message):
+    res = CliRunner().invoke(app, ["attack", str(trained_tiny), *args, "--data-dir", str(mnist_data_dir)])
+    assert isinstance(res.exception, ReproError) and message in str(res.exception), res.output
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory, mnist_data_dir):
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "tiny.yaml").write_text(TINY)
+    res = CliRunner().invoke(app, ["train", str(folder / "tiny.yaml"), "--run-dir", str(folder / "run"),
+                                   "--data-dir", str(mnist_data_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return folder / "run"
+
+
 @pytest.mark.slow  # a subprocess or a long training
 def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
     """`reproduce` as the two processes of one run, data-parallel by the command line's flag: the

@@ -106,7 +106,7 @@ def test_attacks_are_chosen_by_name(tmp_path):
     same_eps = load_config(_write(tmp_path, GOOD.replace("eps: 0.25", "name: pgd, eps: 0.25")))
     assert same_eps.hash() != fgsm.hash()  # the attack's name counts, though it is each attack's default
     assert fgsm.model_dump()["attack"] == {"name": "fgsm", "eps": 0.25, "clip": None, "labels": "true",
-                                               "targeted": False}
+                                               "targeted": False, "target": None}
 
 
 def test_missing_file_and_unknown_profile(tmp_path):

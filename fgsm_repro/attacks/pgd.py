@@ -1,31 +1,52 @@
-"""PGD / I-FGSM (BIM): iterated signed-gradient steps projected onto the L∞ ball.
+"""PGD: projected gradient descent on the cost, in an L∞ or L2 ball, with random restarts.
 
-Kurakin, Goodfellow & Bengio, "Adversarial examples in the physical world", ICLR 2017 workshop
-(the basic iterative method, I-FGSM: no random start); Madry et al., "Towards Deep Learning
-Models Resistant to Adversarial Attacks", ICLR 2018 (PGD: a uniform random start in the ball).
-Norm: L∞ (‖x̃ − x‖∞ ≤ ε).
+Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to Adversarial
+Attacks", ICLR 2018. Norm: L∞ (‖x̃ − x‖∞ ≤ ε) or L2 (‖x̃ − x‖₂ ≤ ε).
 
-    x⁰ = x (+ U(−ε, ε) with a `key`),  xᵗ⁺¹ = Π_{B∞(x, ε) ∩ clip}(xᵗ + α · sign ∇ₓ J(θ, xᵗ, y)).
+    x⁰ = x + a random start in the ball (with a `key`; without one, x: the basic iterative
+    method, :mod:`fgsm_repro.attacks.bim`),
+    xᵗ⁺¹ = clip(Π_{B(x, ε)}(xᵗ + α · d(∇ₓ J(θ, xᵗ, y)))),
 
-Shapes: as :func:`fgsm_repro.attacks.fgsm.fgsm` — the result has the shape and dtype of `x`.
+with d = sign (L∞) or g / ‖g‖₂ (L2), Π the projection on the ball, then the clip range (the
+order every peer library uses). The L2 start is a uniformly random direction scaled by
+U(0, 1) · ε, as torchattacks does. With `restarts` > 1 the attack runs from that many random
+starts and keeps, per example, the one with the highest cost (the lowest when targeted).
+
+Shapes: `x` is a batch (N, …); `y` has one label per example; the result has the shape and dtype
+of `x`.
 
 Usage::
 
     x_adv = pgd(loss_fn, x, y, eps=0.25, step_size=0.0625, steps=10,
-                key=jax.random.PRNGKey(0), clip=(0.0, 1.0))          # PGD-10
-    x_adv = pgd(loss_fn, x, y, eps=0.25, step_size=0.025, steps=10)  # I-FGSM / BIM
+                key=jax.random.PRNGKey(0), clip=(0.0, 1.0))          # PGD-10, L∞
+    x_adv = pgd(loss_fn, x, y, eps=2.0, step_size=0.25, steps=40, norm=2,
+                key=jax.random.PRNGKey(0), restarts=5)               # PGD-40 L2, best of 5
+    x_adv = pgd(loss_fn, x, target, eps=0.25, step_size=0.01, steps=40, targeted=True)
 
-Pure and traceable (a ``lax.fori_loop``): composes with ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+Pure and traceable (``lax.fori_loop`` over steps and restarts): composes with ``jax.jit``,
+``jax.vmap`` and ``jax.grad``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from fgsm_repro.attacks.common import check_eps
+from fgsm_repro.attacks.common import batch_norm, check_eps, clip_to, normalized, per_example_loss, project
+from fgsm_repro.errors import ReproError
+
+
+def random_start(key: jax.Array, x: jax.Array, eps, norm) -> jax.Array:
+    """A random point of the Lₚ ball of radius `eps` around each example (L∞: uniform)."""
+    if norm == math.inf:
+        return jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
+    k_dir, k_radius = jax.random.split(key)
+    direction = jax.random.normal(k_dir, x.shape, x.dtype)
+    radius = jax.random.uniform(k_radius, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
+    return direction / jnp.maximum(batch_norm(direction, 2), 1e-12) * radius * eps
 
 
 def pgd(
@@ -36,23 +57,45 @@ def pgd(
     *,
     step_size: float | jax.Array,
     steps: int,
+    norm: float = math.inf,
     key: jax.Array | None = None,
+    restarts: int = 1,
     targeted: bool = False,
     clip: tuple[float, float] | None = None,
 ) -> jax.Array:
-    """`steps` signed-gradient steps of size `step_size`, each projected back into the ε-ball
-    around `x` (and into `clip`, if given). A `key` adds PGD's uniform random start."""
+    """`steps` steps of size `step_size` along the normalised gradient, each projected back into
+    the Lₚ ball of radius `eps` around `x` (and into `clip`). A `key` adds the random start;
+    `restarts` > 1 (which needs a `key`) keeps each example's strongest of several starts."""
     check_eps(eps)
     check_eps(step_size)
+    if restarts > 1 and key is None:
+        raise ReproError("restarts need random starts: pass a key")
     direction = -1.0 if targeted else 1.0
 
-    def project(x_adv):
-        x_adv = jnp.clip(x_adv, x - eps, x + eps)
-        return x_adv if clip is None else jnp.clip(x_adv, clip[0], clip[1])
+    def into_ball(x_adv):
+        if norm == math.inf:  # clipping to [x − ε, x + ε] directly keeps the bounds exact
+            return jnp.clip(x_adv, x - eps, x + eps)
+        return x + project(x_adv - x, eps, norm)
 
-    def step(_, x_adv):
-        return project(x_adv + direction * step_size * jnp.sign(jax.grad(loss_fn)(x_adv, y)))
+    def run(start):
+        def step(_, x_adv):
+            moved = x_adv + direction * step_size * normalized(jax.grad(loss_fn)(x_adv, y), norm)
+            return clip_to(into_ball(moved), clip)
 
-    start = x if key is None else project(x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps))
-    x_adv = jax.lax.fori_loop(0, steps, step, start)
-    return jax.lax.stop_gradient(x_adv.astype(x.dtype))
+        return jax.lax.fori_loop(0, steps, step, start)
+
+    def attempt(r):
+        if key is None:
+            return run(x)
+        r_key = key if isinstance(r, int) and r == 0 else jax.random.fold_in(key, r)  # the first start: `key` itself
+        return run(clip_to(into_ball(x + random_start(r_key, x, eps, norm)), clip))
+
+    best = attempt(0)
+    if restarts > 1:
+        def keep_stronger(r, best):
+            new = attempt(r)
+            better = direction * (per_example_loss(loss_fn, new, y) - per_example_loss(loss_fn, best, y)) > 0
+            return jnp.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), new, best)
+
+        best = jax.lax.fori_loop(1, restarts, keep_stronger, best)
+    return jax.lax.stop_gradient(best.astype(x.dtype))

@@ -28,11 +28,23 @@ from pydantic import (
     model_validator,
 )
 
-from fgsm_repro.config.attacks import FGSM, PGD, AttackSpec, NestedFieldError, parse_attack
+from fgsm_repro.config.attacks import (
+    BIM,
+    FGM,
+    FGSM,
+    JSMA,
+    PGD,
+    AttackSpec,
+    CarliniWagnerL2,
+    DeepFool,
+    NestedFieldError,
+    parse_attack,
+)
 from fgsm_repro.errors import ReproError
 
-__all__ = ["FGSM", "PGD", "AttackSpec", "DataConfig", "ExperimentConfig", "ModelConfig", "RunRef", "TrainConfig",
-           "TrainingConfig", "experiment_configs", "load_config", "point_tag"]
+__all__ = ["BIM", "FGM", "FGSM", "JSMA", "PGD", "AttackSpec", "CarliniWagnerL2", "DeepFool", "DataConfig",
+           "ExperimentConfig", "ModelConfig", "RunRef", "TrainConfig", "TrainingConfig",
+           "experiment_configs", "load_config", "point_tag"]
 
 PROFILES = ("paper", "fast", "ci")
 

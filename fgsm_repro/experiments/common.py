@@ -25,6 +25,7 @@ from fgsm_repro.data import Splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.objectives import Objective
+from fgsm_repro.pictures import pyplot  # noqa: F401  (the experiments draw with it)
 from fgsm_repro.processes import writes_files
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
 from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit, seeds_together_by_default
@@ -231,16 +232,6 @@ def clean_and_attacked(trained: Trained, splits: Splits, attack: AttackSpec, ctx
         **weight_norms(trained.params),
     }
     return row, x_adv
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def save_figure(fig, claim: str, profile: str, ctx: Context, dpi: int = 100) -> str:

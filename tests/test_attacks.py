@@ -1,0 +1,246 @@
+"""The attacks after FGSM — FGM, BIM, PGD-L2, targets, DeepFool, JSMA, C&W — against closed forms
+on linear models, and the properties every attack must keep (hypothesis)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fgsm_repro.attacks import bim, cw_l2, deepfool, fgm, fgsm, jsma, least_likely, pgd, random_other
+from fgsm_repro.attacks.bim import kurakin_steps
+from fgsm_repro.config import NestedFieldError, parse_attack
+from fgsm_repro.errors import ReproError
+from fgsm_repro.objectives import SOFTMAX
+
+FEATURES = 12
+
+
+def _linear(classes=2, seed=0, n=16):
+    """A linear softmax model on FEATURES inputs in [0, 1], as logits and summed-loss functions."""
+    rng = np.random.default_rng(seed)
+    w = jnp.asarray(rng.normal(size=(FEATURES, classes)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=classes) * 0.1, jnp.float32)
+    x = jnp.asarray(rng.random((n, FEATURES)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, classes, n), jnp.int32)
+
+    def logits(v):
+        return v @ w + b
+
+    def loss(v, labels):
+        return SOFTMAX.loss(logits(v), labels).sum()
+
+    return logits, loss, x, y, np.asarray(w)
+
+
+def _margin(logits, x, t):
+    z = np.asarray(logits(x))
+    return z[np.arange(len(t)), t] - np.max(np.where(np.eye(z.shape[1], dtype=bool)[t], -np.inf, z), axis=1)
+
+
+# --- closed forms ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", [1, 2])
+def test_fgm_on_a_linear_model_is_the_normalised_closed_form(norm):
+    logits, loss, x, y, w = _linear(classes=3)
+    p = np.asarray(jax.nn.softmax(logits(x)))
+    grad = (p - np.eye(3)[np.asarray(y)]) @ w.T  # ∂(cross-entropy)/∂x of a linear softmax model
+    expected = np.asarray(x) + 0.5 * grad / np.linalg.norm(grad, ord=norm, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(fgm(loss, x, y, 0.5, norm=norm)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(fgm(loss, x, y, 0.5, norm=math.inf)), np.asarray(fgsm(loss, x, y, 0.5)))
+
+
+def test_deepfool_lands_on_a_linear_binary_boundary_in_one_step():
+    logits, _, x, _, w = _linear(classes=2)
+    y = jnp.argmax(logits(x), -1)
+    w_diff = w[:, 1] - w[:, 0]
+    for overshoot in (0.0, 0.02):
+        x_adv = np.asarray(deepfool(logits, x, y, overshoot=overshoot, max_iter=1))
+        f = np.asarray(logits(x))
+        margin = f[:, 1] - f[:, 0]  # the other class's logit minus the original's, up to its sign
+        toward = np.where(np.asarray(y) == 0, 1.0, -1.0)[:, None] * w_diff  # w'ₗ
+        size = (np.abs(margin) / np.linalg.norm(w_diff) + 1e-4) / np.linalg.norm(w_diff)
+        expected = np.asarray(x) + (1 + overshoot) * size[:, None] * toward
+        np.testing.assert_allclose(x_adv, expected, rtol=1e-5, atol=1e-6)
+        new = np.asarray(logits(x_adv))
+        assert (np.argmax(new, -1) != np.asarray(y)).all()  # one step crosses the boundary
+        if overshoot == 0:  # … and lands on it (1e-4 past it, in distance)
+            np.testing.assert_allclose((new[:, 1] - new[:, 0]) / np.linalg.norm(w_diff), 0, atol=2e-4)
+
+
+def test_deepfool_linf_steps_along_the_sign_and_the_batch_stops_per_example():
+    logits, _, x, _, w = _linear(classes=4, n=32)
+    y = jnp.argmax(logits(x), -1)
+    x_adv = deepfool(logits, x, y, norm=math.inf, max_iter=50)
+    assert (np.argmax(np.asarray(logits(x_adv)), -1) != np.asarray(y)).all()
+    one = np.asarray(deepfool(logits, x[:1], y[:1], norm=math.inf))  # alone or in a batch: the same
+    np.testing.assert_allclose(np.asarray(x_adv)[:1], one, atol=1e-6)
+
+
+def test_deepfool_leaves_already_misclassified_examples_alone():
+    logits, _, x, _, _ = _linear(classes=3)
+    wrong = (jnp.argmax(logits(x), -1) + 1) % 3
+    np.testing.assert_array_equal(np.asarray(deepfool(logits, x, wrong)), np.asarray(x))
+
+
+def test_bim_uses_kurakins_step_count_and_pixel_range():
+    assert kurakin_steps(1 / 255) == 1 and kurakin_steps(16 / 255) == 20 and kurakin_steps(0.25) == 67
+    _, loss, x, y, _ = _linear(classes=3)
+    x_adv = np.asarray(bim(loss, x, y, 8 / 255))
+    np.testing.assert_allclose(x_adv, np.asarray(pgd(loss, x, y, 8 / 255, step_size=1 / 255, steps=10,
+                                                     clip=(0.0, 1.0))))
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_jsma_reaches_its_target_changing_pairs_of_pixels_to_the_top_of_the_range():
+    logits, _, x, y, _ = _linear(classes=3, n=32)
+    target = (y + 1) % 3
+    x_adv = np.asarray(jsma(logits, x * 0.5, target, gamma=1.0))
+    changed = x_adv != np.asarray(x * 0.5)
+    assert (x_adv[changed] == 1.0).all()  # θ = 1: chosen pixels go to the top
+    reached = np.argmax(np.asarray(logits(x_adv)), -1) == np.asarray(target)
+    assert reached.mean() > 0.9
+    assert (changed.sum(1) % 2 == 0).all() and changed.sum(1).max() <= FEATURES
+
+
+def test_cw_finds_smaller_perturbations_than_fgm_needs_and_returns_x_when_it_fails():
+    logits, loss, x, y, _ = _linear(classes=3, n=32)
+    y = jnp.argmax(logits(x * 0.5 + 0.25), -1)
+    x = x * 0.5 + 0.25
+    x_adv = np.asarray(cw_l2(logits, x, y, steps=200, binary_search_steps=6, learning_rate=0.05))
+    fooled = np.argmax(np.asarray(logits(x_adv)), -1) != np.asarray(y)
+    assert fooled.mean() > 0.9 and x_adv.min() >= 0 and x_adv.max() <= 1
+    np.testing.assert_array_equal(x_adv[~fooled], np.asarray(x)[~fooled])
+    # the minimal L2 distance to a linear boundary is |margin| / ‖w_diff‖: C&W finds about it
+    cw_norm = np.linalg.norm(x_adv - np.asarray(x), axis=1)[fooled]
+    deepfool_norm = np.linalg.norm(np.asarray(deepfool(logits, x, y, overshoot=0.0)) - np.asarray(x), axis=1)[fooled]
+    assert np.median(cw_norm / deepfool_norm) < 1.1
+    nothing = cw_l2(logits, x, y, steps=1, binary_search_steps=1, initial_const=1e-9)
+    np.testing.assert_array_equal(np.asarray(nothing), np.asarray(x))
+
+
+def test_targets_least_likely_and_random_other():
+    z = jnp.asarray([[3.0, -1.0, 0.0], [0.0, 1.0, -5.0]])
+    np.testing.assert_array_equal(np.asarray(least_likely(z)), [1, 2])
+    y = jnp.asarray(np.arange(300) % 10, jnp.int32)
+    t = np.asarray(random_other(jax.random.PRNGKey(0), y, 10))
+    assert (t != np.asarray(y)).all() and set(t) == set(range(10))
+
+
+def test_pgd_restarts_keep_each_examples_strongest_start():
+    _, loss, x, y, _ = _linear(classes=3)
+    key = jax.random.PRNGKey(3)
+    one = pgd(loss, x, y, 0.3, step_size=0.01, steps=2, key=key, norm=2)
+    best = pgd(loss, x, y, 0.3, step_size=0.01, steps=2, key=key, norm=2, restarts=4)
+    per = jax.vmap(lambda a, b: loss(a[None], b[None]))
+    assert (np.asarray(per(best, y)) >= np.asarray(per(one, y)) - 1e-6).all()
+    assert np.asarray(per(best, y)).sum() > np.asarray(per(one, y)).sum()
+    with pytest.raises(ReproError, match="key"):
+        pgd(loss, x, y, 0.3, step_size=0.01, steps=2, restarts=2)
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+CLIPS = st.sampled_from([None, (0.0, 1.0), (0.2, 0.8)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(eps=st.floats(0.0, 0.5), clip=CLIPS, seed=st.integers(0, 5),
+       attack=st.sampled_from(["fgsm", "bim", "pgd"]))
+def test_every_linf_attack_stays_within_eps_and_the_clip_range(eps, clip, seed, attack):
+    _, loss, x, y, _ = _linear(classes=3, seed=seed)
+    x = jnp.clip(x, *clip) if clip else x
+    x_adv = {"fgsm": lambda: fgsm(loss, x, y, eps, clip=clip),
+             "bim": lambda: bim(loss, x, y, eps, steps=5, step_size=eps / 3, clip=clip),
+             "pgd": lambda: pgd(loss, x, y, eps, step_size=eps / 3, steps=5, key=jax.random.PRNGKey(seed),
+                                clip=clip)}[attack]()
+    assert np.abs(np.asarray(x_adv - x)).max() <= eps + 1e-6
+    if clip:
+        assert np.asarray(x_adv).min() >= clip[0] and np.asarray(x_adv).max() <= clip[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(eps=st.floats(0.0, 3.0), clip=CLIPS, seed=st.integers(0, 5), restarts=st.integers(1, 3))
+def test_every_l2_attack_stays_within_eps_and_the_clip_range(eps, clip, seed, restarts):
+    _, loss, x, y, _ = _linear(classes=3, seed=seed)
+    x = jnp.clip(x, *clip) if clip else x
+    for x_adv in (fgm(loss, x, y, eps, clip=clip),
+                  pgd(loss, x, y, eps, step_size=eps / 2, steps=4, norm=2, key=jax.random.PRNGKey(seed),
+                      restarts=restarts, clip=clip)):
+        assert (np.linalg.norm(np.asarray(x_adv - x), axis=1) <= eps * (1 + 1e-5) + 1e-6).all()
+        if clip:
+            assert np.asarray(x_adv).min() >= clip[0] and np.asarray(x_adv).max() <= clip[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(eps=st.floats(0.01, 1.0), clip=CLIPS, seed=st.integers(0, 5),
+       attack=st.sampled_from(["fgsm", "fgm2", "fgm1", "bim", "pgd", "pgd2"]))
+def test_targeted_attacks_never_move_away_from_their_target_on_a_linear_model(eps, clip, seed, attack):
+    """Two classes: the target's margin is linear in x and every step moves each pixel with it."""
+    logits, loss, x, y, _ = _linear(classes=2, seed=seed)
+    x = jnp.clip(x, *clip) if clip else x
+    t = 1 - y
+    x_adv = {"fgsm": lambda: fgsm(loss, x, t, eps, targeted=True, clip=clip),
+             "fgm2": lambda: fgm(loss, x, t, eps, targeted=True, clip=clip),
+             "fgm1": lambda: fgm(loss, x, t, eps, norm=1, targeted=True, clip=clip),
+             "bim": lambda: bim(loss, x, t, eps, steps=4, step_size=eps / 2, targeted=True, clip=clip),
+             "pgd": lambda: pgd(loss, x, t, eps, step_size=eps / 2, steps=4, targeted=True, clip=clip),
+             "pgd2": lambda: pgd(loss, x, t, eps, step_size=eps / 2, steps=4, norm=2, targeted=True,
+                                 clip=clip)}[attack]()
+    assert (_margin(logits, x_adv, np.asarray(t)) >= _margin(logits, x, np.asarray(t)) - 1e-5).all()
+
+
+# --- composition and configs ----------------------------------------------------------------------
+
+def test_the_iterative_attacks_compose_with_jit_and_vmap():
+    logits, loss, x, y, _ = _linear(classes=3)
+    jitted = jax.jit(lambda v: deepfool(logits, v, y))
+    np.testing.assert_allclose(np.asarray(jitted(x)), np.asarray(deepfool(logits, x, y)), atol=1e-6)
+    swept = jax.vmap(lambda e: fgm(loss, x, y, e))(jnp.asarray([0.1, 0.2]))
+    np.testing.assert_allclose(np.asarray(swept[1]), np.asarray(fgm(loss, x, y, 0.2)), atol=1e-6)
+    batched = jax.vmap(lambda xb, yb: cw_l2(logits, xb, yb, steps=5, binary_search_steps=2))(x.reshape(2, 8, -1),
+                                                                                          y.reshape(2, 8))
+    np.testing.assert_allclose(np.asarray(batched).reshape(x.shape),
+                               np.asarray(cw_l2(logits, x, y, steps=5, binary_search_steps=2)), atol=1e-5)
+
+
+@pytest.mark.parametrize("settings_, message", [
+    ({"name": "deepfool", "eps": 0.1}, "eps: unknown key"),
+    ({"name": "deepfool", "norm": 1}, "norm"),
+    ({"name": "jsma", "theta": 0}, "theta"),
+    ({"name": "jsma", "clip": None}, "clip"),
+    ({"name": "jsma", "gamma": 1.5}, "gamma"),
+    ({"name": "cw", "steps": 0}, "steps"),
+    ({"name": "pgd", "eps": 0.1, "restarts": 3, "random_start": False}, "restarts"),
+    ({"name": "fgsm", "eps": 0.1, "targeted": True, "target": 3}, "target"),
+    ({"name": "fgm", "eps": -1}, "eps"),
+    ({"name": "bim", "eps": 0.1, "target": "likeliest"}, "target"),
+])
+def test_attack_settings_are_validated_with_the_field_named(settings_, message):
+    with pytest.raises(NestedFieldError, match=message):
+        parse_attack(settings_)
+
+
+def test_every_attack_runs_through_evaluation_with_predicted_labels_and_refuses_nan():
+    from fgsm_repro.config.attacks import AttackSpec
+    from fgsm_repro.evaluation import adversarial_examples
+    from fgsm_repro.models import build_model
+
+    model, objective = build_model("softmax_regression", {})
+    rng = np.random.default_rng(0)
+    x, y = rng.random((6, 28, 28, 1), dtype=np.float32), np.arange(6, dtype=np.int32)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+    params = jax.tree.map(lambda p: 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    small = {"fgsm": {"eps": 0.1}, "fgm": {"eps": 1.0}, "bim": {"eps": 0.05}, "pgd": {"eps": 0.1, "steps": 2},
+             "deepfool": {}, "jsma": {"gamma": 0.02}, "cw": {"steps": 5, "binary_search_steps": 2}}
+    assert set(small) == set(AttackSpec.registry)
+    for name, extra in small.items():
+        spec = parse_attack({"name": name, "labels": "predicted", **extra})
+        x_adv = adversarial_examples(model, objective, params, x, y, spec, batch_size=4)
+        assert x_adv.shape == x.shape and np.isfinite(x_adv).all(), name
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(ReproError, match="NaN"):
+        adversarial_examples(model, objective, params, x, y, parse_attack({"name": "deepfool"}))

@@ -1,0 +1,151 @@
+"""Our attacks against torchattacks and foolbox 3 on identical weights and inputs.
+
+The network is the benchmark's PyTorch copy of the Flax maxout network (its logits are checked
+equal in test_bench). Gradient-based attacks must give the same examples up to float rounding and
+gradient-sign ties (counted in the assertion messages); minimal-perturbation attacks must reach
+the same perturbation norms within the tolerance stated in each test.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fgsm_repro.attacks import bim, cw_l2, deepfool, fgm, jsma, pgd
+from fgsm_repro.models import MaxoutMLP
+from fgsm_repro.objectives import SOFTMAX
+
+pytestmark = pytest.mark.bench  # needs PyTorch, torchattacks and foolbox (make bench-deps)
+torch = pytest.importorskip("torch")
+torchattacks = pytest.importorskip("torchattacks")
+foolbox = pytest.importorskip("foolbox", reason="foolbox==3.3.4 is installed by `make bench-deps`")
+from fgsm_repro.bench.torch_side import Maxout  # noqa: E402
+
+CLOSE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def pair():
+    model = MaxoutMLP(units=20, weight_init=0.3, input_keep=1.0, hidden_keep=1.0)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    twin = Maxout(20, weight_init=0.3, input_keep=1.0, hidden_keep=1.0).load_flax(params).eval()
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28, 1), dtype=np.float32) * 0.9  # below torchattacks' JSMA cut-off of .99
+
+    def logits(v):
+        return model.apply({"params": params}, v)
+
+    y = np.asarray(jnp.argmax(logits(x), -1)).astype(np.int32)  # the model's own labels: all start correct
+    return logits, twin, x, y
+
+
+def _loss(logits):
+    return lambda v, labels: SOFTMAX.loss(logits(v), labels).sum()
+
+
+def _nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+
+
+def _nhwc(t):
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def _same_examples(ours, theirs, what):
+    close = np.isclose(ours, theirs, atol=CLOSE)
+    ties = int((~close).sum())  # pixels whose gradient is within rounding of 0 can step either way
+    assert close.mean() > 0.999, f"{what}: {ties} of {close.size} pixels differ"
+
+
+def test_bim_is_torchattacks_bim(pair):
+    logits, twin, x, y = pair
+    ours = np.asarray(bim(_loss(logits), jnp.asarray(x), jnp.asarray(y), 0.1, step_size=0.02, steps=8))
+    theirs = torchattacks.BIM(twin, eps=0.1, alpha=0.02, steps=8)(_nchw(x), torch.from_numpy(y).long())
+    _same_examples(ours, _nhwc(theirs), "BIM")
+
+
+def test_pgd_without_random_start_is_torchattacks_pgd(pair):
+    logits, twin, x, y = pair
+    ours = np.asarray(pgd(_loss(logits), jnp.asarray(x), jnp.asarray(y), 0.1, step_size=0.025, steps=10,
+                          clip=(0.0, 1.0)))
+    theirs = torchattacks.PGD(twin, eps=0.1, alpha=0.025, steps=10, random_start=False)(
+        _nchw(x), torch.from_numpy(y).long())
+    _same_examples(ours, _nhwc(theirs), "PGD")
+
+
+def test_pgd_l2_without_random_start_is_torchattacks_pgdl2(pair):
+    logits, twin, x, y = pair
+    ours = np.asarray(pgd(_loss(logits), jnp.asarray(x), jnp.asarray(y), 1.5, step_size=0.3, steps=10, norm=2,
+                          clip=(0.0, 1.0)))
+    theirs = torchattacks.PGDL2(twin, eps=1.5, alpha=0.3, steps=10, random_start=False)(
+        _nchw(x), torch.from_numpy(y).long())
+    np.testing.assert_allclose(ours, _nhwc(theirs), atol=1e-5)  # no signs: no ties, only rounding
+
+
+def _foolbox_model(twin):
+    return foolbox.PyTorchModel(twin, bounds=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("norm", [2, 1])
+def test_fgm_is_foolboxs_fast_gradient_method(pair, norm):
+    logits, twin, x, y = pair
+    eps = 2.0 if norm == 2 else 20.0
+    attack = foolbox.attacks.L2FastGradientAttack() if norm == 2 else foolbox.attacks.L1FastGradientAttack()
+    _, theirs, _ = attack(_foolbox_model(twin), _nchw(x), torch.from_numpy(y).long(), epsilons=eps)
+    ours = np.asarray(fgm(_loss(logits), jnp.asarray(x), jnp.asarray(y), eps, norm=norm, clip=(0.0, 1.0)))
+    np.testing.assert_allclose(ours, _nhwc(theirs), atol=1e-5)
+
+
+def _norms(x_adv, x, ord):
+    return np.linalg.norm((x_adv - x).reshape(len(x), -1), ord=ord, axis=1)
+
+
+@pytest.mark.parametrize("norm", [2, math.inf])
+def test_deepfool_reaches_foolboxs_perturbation_norms(pair, norm):
+    """Same algorithm (all classes as candidates, overshoot .02, 50 steps): the per-example norms
+    agree within 1% (float32 Jacobians in two frameworks) and both flip every example."""
+    logits, twin, x, y = pair
+    attack = foolbox.attacks.L2DeepFoolAttack if norm == 2 else foolbox.attacks.LinfDeepFoolAttack
+    theirs, _, _ = attack(steps=50, candidates=10, overshoot=0.02)(_foolbox_model(twin), _nchw(x),
+                                                                  torch.from_numpy(y).long(), epsilons=None)
+    ours = np.asarray(deepfool(logits, jnp.asarray(x), jnp.asarray(y), norm=norm, clip=(0.0, 1.0)))
+    theirs = _nhwc(theirs)
+    assert (np.asarray(jnp.argmax(logits(ours), -1)) != y).all()
+    assert (np.asarray(jnp.argmax(logits(theirs), -1)) != y).all()
+    np.testing.assert_allclose(_norms(ours, x, norm), _norms(theirs, x, norm), rtol=0.01)
+
+
+def test_cw_reaches_foolboxs_perturbation_norms(pair):
+    """Same search (5 values of c from 1e-3, 100 Adam steps each, no early abort): success on the
+    same examples and per-example L2 norms within 2% in the median, 10% at worst."""
+    logits, twin, x, y = pair
+    x, y = x[:32], y[:32]
+    attack = foolbox.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=100, stepsize=0.01,
+                                                   initial_const=1e-3, abort_early=False)
+    theirs, _, success = attack(_foolbox_model(twin), _nchw(x), torch.from_numpy(y).long(), epsilons=None)
+    ours = np.asarray(cw_l2(logits, jnp.asarray(x), jnp.asarray(y), binary_search_steps=5, steps=100))
+    ours_ok = np.asarray(jnp.argmax(logits(ours), -1)) != y
+    theirs_ok = success.numpy()
+    assert (ours_ok == theirs_ok).mean() >= 0.95
+    both = ours_ok & theirs_ok
+    ratio = _norms(ours[both], x[both], 2) / _norms(_nhwc(theirs)[both], x[both], 2)
+    assert abs(np.median(ratio) - 1) < 0.02 and np.abs(ratio - 1).max() < 0.10, ratio
+
+
+def test_jsma_matches_torchattacks_success_rate_and_l0(pair):
+    """Targets: each example's second most likely class; θ = 1, γ = .125 (49 pairs: no rounding difference between
+    their ceil and the authors' floor): success rates within 10 points, mean L0 within 15%."""
+    logits, twin, x, y = pair
+    x, y = x[:24], y[:24]
+    target = np.argsort(np.asarray(logits(x)), -1)[:, -2].astype(np.int32)
+    attack = torchattacks.JSMA(twin, theta=1.0, gamma=0.125)
+    attack.set_mode_targeted_by_function(lambda images, labels: torch.from_numpy(target).long())
+    theirs = _nhwc(attack(_nchw(x), torch.from_numpy(y).long()))
+    ours = np.asarray(jsma(logits, jnp.asarray(x), jnp.asarray(target), theta=1.0, gamma=0.125))
+    ours_hit = np.asarray(jnp.argmax(logits(ours), -1)) == target
+    theirs_hit = np.asarray(jnp.argmax(logits(theirs), -1)) == target
+    assert abs(ours_hit.mean() - theirs_hit.mean()) <= 0.10, (ours_hit.mean(), theirs_hit.mean())
+    l0_ours, l0_theirs = _norms(ours, x, 0).mean(), _norms(theirs, x, 0).mean()
+    assert abs(l0_ours / l0_theirs - 1) < 0.15, (l0_ours, l0_theirs)
