@@ -137,6 +137,10 @@ TARGETS: tuple[Target, ...] = (
            "beyond the paper: FGSM eps=.25 made on each MNIST model, error on every other (heat map)"),
     Target("X.robustness", "figure", None, "figure",
            "beyond the paper: FGSM error vs eps in [0, .3] for every MNIST model"),
+    Target("X.attacks", "figure", None, "figure",
+           "beyond the paper: FGM, BIM, PGD, DeepFool, JSMA, C&W on the naive and the adversarially trained maxout"),
+    Target("X.attack_curves", "figure", None, "figure",
+           "beyond the paper: error vs L-inf eps (FGSM, BIM, PGD) and vs L2 budget (DeepFool, C&W), both maxouts"),
 )
 
 

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from fgsm_repro.experiments import (
     a_rubbish_cifar,
     a_rubbish_mnist,
+    attacks_mnist,
     f2_logistic,
     f4_sweep,
     s5_l1,
@@ -52,5 +53,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "f4_sweep": f4_sweep,
     "a_rubbish_mnist": a_rubbish_mnist,
     "x_transfer": x_transfer,
+    "attacks_mnist": attacks_mnist,
     "a_rubbish_cifar": a_rubbish_cifar,
 }
