@@ -244,3 +244,19 @@ def test_every_attack_runs_through_evaluation_with_predicted_labels_and_refuses_
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(ReproError, match="NaN"):
         adversarial_examples(model, objective, params, x, y, parse_attack({"name": "deepfool"}))
+
+
+def test_the_attack_benchmark_runs_every_attack_and_refuses_a_bad_one_in_one_line():
+    from fgsm_repro.config import experiment_configs, load_config
+    from fgsm_repro.config.attacks import AttackSpec
+    from fgsm_repro.experiments.attacks_mnist import Options
+    from fgsm_repro.experiments.common import experiment_options
+
+    for profile in ("paper", "fast", "ci"):
+        cfg = load_config(experiment_configs()["attacks_mnist"], profile)
+        options = experiment_options(cfg, Options)
+        assert {spec.name for spec in options.attacks.values()} == set(AttackSpec.registry)
+    bad = cfg.model_copy(update={"options": {"attacks": {"df": {"name": "deepfool", "eps": 1}}}})
+    with pytest.raises(ReproError, match="options.attacks': eps: unknown key for deepfool") as e:
+        experiment_options(bad, Options)
+    assert "\n" not in str(e.value)

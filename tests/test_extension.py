@@ -86,7 +86,8 @@ def test_the_new_attack_runs_in_experiments_and_on_the_command_line(tmp_path, mn
                               "--out", str(out), "--data-dir", str(mnist_data_dir)])
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["attack"] == {"name": "pgd", "clip": None, "labels": "true", "eps": 0.25,
-                                                     "steps": 3, "step_size": None, "random_start": True}
+                                                     "steps": 3, "step_size": None, "random_start": True,
+                                                     "norm": "inf", "restarts": 1, "target": None}
     res = runner.invoke(app, ["attack", str(run_dir), "--param", "pixels=0", "--data-dir", str(mnist_data_dir)])
     assert "attack option pixels: Input should be greater than 0" in str(res.exception)
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from fgsm_repro import cpu_tuning
 from fgsm_repro.bench.geometry import conv_layers, layer_shapes
-from fgsm_repro.config import FGSM, PGD, TrainConfig
+from fgsm_repro.config import FGSM, PGD, CarliniWagnerL2, DeepFool, TrainConfig
 from fgsm_repro.errors import ReproError
 from fgsm_repro.ops.host import host_aligned, host_empty
 from fgsm_repro.sharding import data_mesh
@@ -56,8 +56,16 @@ ADVERSARIAL = (0.5, 0.25)  # alpha, eps of §6
 ATTACK_EPS, PGD_STEPS = 0.25, 10
 # The attacks as the project runs them (fgsm_repro.evaluation.adversarial_examples), clipped to the
 # pixel range like torchattacks; PGD with step eps/4 and a random start, like torchattacks.PGD below.
+# PGD-L2: torchattacks.PGDL2's defaults (eps 1, step .2) with its random start; DeepFool:
+# torchattacks.DeepFool's (L2, 50 steps, overshoot .02); C&W: torchattacks.CW's, which has no
+# search over c (one c = 1, 50 Adam steps of .01).
+L2_EPS, CW_STEPS = 1.0, 50
 ATTACKS = {"fgsm": FGSM(eps=ATTACK_EPS, clip=(0.0, 1.0)),
-           "pgd": PGD(eps=ATTACK_EPS, steps=PGD_STEPS, step_size=ATTACK_EPS / 4, clip=(0.0, 1.0))}
+           "pgd": PGD(eps=ATTACK_EPS, steps=PGD_STEPS, step_size=ATTACK_EPS / 4, clip=(0.0, 1.0)),
+           "pgd_l2": PGD(eps=L2_EPS, norm=2, steps=PGD_STEPS, step_size=0.2, clip=(0.0, 1.0)),
+           "deepfool": DeepFool(norm=2, overshoot=0.02, max_iter=50, clip=(0.0, 1.0)),
+           "cw": CarliniWagnerL2(initial_const=1.0, binary_search_steps=1, steps=CW_STEPS, learning_rate=0.01)}
+ATTACK_KINDS = ("fgsm", "pgd", "pgd_l2", "deepfool", "cw", "ensemble_fgsm")
 TARGET_SPEEDUP, TARGET_ROOFLINE = 1.5, 0.9
 PEAK_REPS = 5  # matmuls per peak measurement beside each timed repetition
 MAX_REPS = 25  # however short the workload (each repetition also pauses SETTLE_S per side)
@@ -73,6 +81,7 @@ class BenchSettings:
     conv_examples: int = 512  # CIFAR-sized training examples per timed conv epoch (4 batches of 128)
     reps: int = 5  # timed repetitions per side, after warm-up: at least this many ...
     min_timed_seconds: float = 5.0  # ... and more for a short workload, until its JAX side is timed this long
+    minimal_examples: int = 1_000  # images per timed DeepFool / C&W (torchattacks runs DeepFool image by image)
     ensemble: int = 12
     unit_scale: float = 1.0  # < 1 shrinks the networks (smoke runs of the suite itself)
     threads: int | None = None  # torch intra-op threads; None: torch's default
@@ -81,7 +90,7 @@ class BenchSettings:
     @classmethod
     def quick(cls) -> BenchSettings:
         return cls(examples=400, test_examples=400, conv_examples=256, reps=1, min_timed_seconds=0.0, ensemble=3,
-                   unit_scale=0.05)
+                   unit_scale=0.05, minimal_examples=40)
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,8 @@ class Workload:
     name: str
     description: str
     units: int
-    # "clean", "adversarial", "ensemble", "fgsm", "pgd", "ensemble_fgsm" (FGSM against a whole ensemble),
-    # "conv", "cifar" (the CIFAR-10 recipe's epoch)
+    # "clean", "adversarial", "ensemble", "fgsm", "pgd", "pgd_l2", "deepfool", "cw", "ensemble_fgsm"
+    # (FGSM against a whole ensemble), "conv", "cifar" (the CIFAR-10 recipe's epoch)
     kind: str
 
     @property
@@ -115,7 +124,8 @@ class Workload:
         return IMAGE_SHAPE["cifar10" if self.convolutional else "mnist"]
 
     def examples(self, s: BenchSettings) -> int:
-        return {"fgsm": s.test_examples, "pgd": s.test_examples, "ensemble_fgsm": s.test_examples,
+        return {"fgsm": s.test_examples, "pgd": s.test_examples, "pgd_l2": s.test_examples,
+                "ensemble_fgsm": s.test_examples, "deepfool": s.minimal_examples, "cw": s.minimal_examples,
                 "conv": s.conv_examples,
                 "cifar": s.conv_examples}.get(self.kind, s.examples)
 
@@ -126,14 +136,18 @@ class Workload:
         units, pieces, d_in, classes = self.width(s), 5, 784, 10
         return [(d_in, units * pieces), (units, units * pieces), (units, classes)]
 
-    def flops(self, s: BenchSettings) -> float:
+    def flops(self, s: BenchSettings) -> float | None:
+        """The workload's dense-product FLOPs; None for DeepFool, whose steps per image vary."""
+        if self.kind == "deepfool":
+            return None
         shapes = self.dense_shapes(s)
         forward = sum(2 * k * n for k, n in shapes)  # per example
         first_input_grad = 2 * shapes[0][0] * shapes[0][1]
         train = 3 * forward - first_input_grad
         per_example = {"clean": train, "conv": train, "cifar": train, "ensemble": s.ensemble * train,
                        "adversarial": 2 * train + first_input_grad, "fgsm": 2 * forward,
-                       "pgd": PGD_STEPS * 2 * forward, "ensemble_fgsm": s.ensemble * 2 * forward}[self.kind]
+                       "pgd": PGD_STEPS * 2 * forward, "pgd_l2": PGD_STEPS * 2 * forward,
+                       "cw": CW_STEPS * 2 * forward, "ensemble_fgsm": s.ensemble * 2 * forward}[self.kind]
         return float(per_example * self.examples(s))
 
 
@@ -145,6 +159,11 @@ WORKLOADS = {w.name: w for w in [
     Workload("ensemble12_epoch", "training epoch of a 12-member ensemble of maxout 240", 240, "ensemble"),
     Workload("fgsm_test", "FGSM eps .25 (clipped to [0,1]) on the test images, maxout 240", 240, "fgsm"),
     Workload("pgd10_test", "PGD-10 eps .25, step eps/4, random start, on the test images, maxout 240", 240, "pgd"),
+    Workload("pgd_l2_test", "PGD-10 L2 eps 1, step .2, random start, on the test images, maxout 240", 240, "pgd_l2"),
+    Workload("deepfool_test", "DeepFool L2 (50 steps at most, overshoot .02) on 1,000 test images, maxout 240",
+             240, "deepfool"),
+    Workload("cw_test", "Carlini-Wagner L2, c = 1, 50 Adam steps of .01, on 1,000 test images, maxout 240", 240,
+             "cw"),
     Workload("ensemble12_fgsm_test", "FGSM eps .25 (clipped to [0,1]) against a 12-member mean-probability "
              "ensemble of maxout 240 (S9.ens_all), on the test images", 240, "ensemble_fgsm"),
     Workload("convmaxout_cifar_epoch", "training epoch, conv maxout with the CIFAR-10 recipe's layers on CIFAR-sized "
@@ -201,8 +220,8 @@ def _jax_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
                                 for i in range(s.ensemble)])
         ensemble = MeanProbabilityEnsemble(model, s.ensemble)
         return [lambda: adversarial_examples(ensemble, SOFTMAX, params, x, y, ATTACKS["fgsm"])]
-    if w.kind in ("fgsm", "pgd"):
-        x, y = _synthetic(s.test_examples, 1, w.image_shape)
+    if w.kind in ATTACK_KINDS:
+        x, y = _synthetic(w.examples(s), 1, w.image_shape)
         params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
         attack = ATTACKS[w.kind]
         mesh = data_mesh() if s.data_parallel else None
@@ -239,7 +258,7 @@ def products_calls(w: Workload, s: BenchSettings) -> tuple[Callable, list[tuple]
 
     if w.convolutional:
         return conv_products_calls(w, s)
-    steps = PGD_STEPS if w.kind == "pgd" else 1
+    steps = {"pgd": PGD_STEPS, "pgd_l2": PGD_STEPS, "cw": CW_STEPS}.get(w.kind, 1)
 
     @functools.partial(jax.jit, compiler_options=cpu_tuning.compiler_options(w.model(s), attack=True))
     def products(inputs, output_grads, weights):
@@ -314,14 +333,19 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(0)
-    if w.kind in ("fgsm", "pgd", "ensemble_fgsm"):
-        x, y = (torch.from_numpy(a) for a in _synthetic(s.test_examples, 1, w.image_shape))
+    if w.kind in ATTACK_KINDS:
+        x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 1, w.image_shape))
         y = y.long()
         x = x.permute(0, 3, 1, 2).contiguous()  # torchattacks expects NCHW in [0, 1]
         model = (MeanProbabilityEnsemble([Maxout(w.width(s)) for _ in range(s.ensemble)]) if w.kind == "ensemble_fgsm"
                  else Maxout(w.width(s))).eval()
-        attack = (torchattacks.FGSM(model, eps=ATTACK_EPS) if w.kind in ("fgsm", "ensemble_fgsm") else
-                  torchattacks.PGD(model, eps=ATTACK_EPS, alpha=ATTACK_EPS / 4, steps=PGD_STEPS, random_start=True))
+        attack = {"fgsm": lambda: torchattacks.FGSM(model, eps=ATTACK_EPS),
+                  "ensemble_fgsm": lambda: torchattacks.FGSM(model, eps=ATTACK_EPS),
+                  "pgd": lambda: torchattacks.PGD(model, eps=ATTACK_EPS, alpha=ATTACK_EPS / 4, steps=PGD_STEPS,
+                                                  random_start=True),
+                  "pgd_l2": lambda: torchattacks.PGDL2(model, eps=L2_EPS, alpha=0.2, steps=PGD_STEPS),
+                  "deepfool": lambda: torchattacks.DeepFool(model, steps=50, overshoot=0.02),
+                  "cw": lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=CW_STEPS, lr=0.01)}[w.kind]()
         return [lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]]
     x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, w.image_shape))
     y = y.long()
@@ -488,7 +512,8 @@ def _run_bench(names: list[str] | None, settings: BenchSettings, log: Callable[[
         sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
             sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
-        if w.kind in ("fgsm", "pgd", "ensemble_fgsm", "conv", "cifar") and not settings.data_parallel:  # products alone
+        if w.flops(settings) is not None and w.kind not in ("clean", "adversarial", "ensemble") \
+                and not settings.data_parallel:  # products alone
             sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles
         for name in [n for n in sides if n != "jax"]:  # warm-up
@@ -512,25 +537,25 @@ def _run_bench(names: list[str] | None, settings: BenchSettings, log: Callable[[
         # The machine's speed drifts (a shared VM: the peak moved by 30% within a minute), so the
         # bound uses the peak measured beside this workload's repetitions.
         workload_peak = statistics.median(peaks)
-        bound_s = flops / (workload_peak * 1e9)
-        speedup, roofline = statistics.median(paired), bound_s / jax_s
+        bound_s = None if flops is None else flops / (workload_peak * 1e9)
+        speedup, roofline = statistics.median(paired), None if bound_s is None else bound_s / jax_s
         rows.append({
             "name": w.name, "description": w.description, "units": w.width(settings), "flops": flops, "reps": reps,
             "jax_seconds": jax_s, "torch_seconds": torch_s, "jax_runs": jax_times, "torch_runs": torch_times,
             "jax_first_call_seconds": first_jax, "jax_compile_seconds": max(first_jax - jax_s, 0.0),
             "speedup": speedup, "speedup_runs": paired, "speedup_of_medians": torch_s / jax_s,
             "calls_interleaved": len(jax_calls) if len(jax_calls) == len(torch_calls) else 1,
-            "jax_gflops": flops / jax_s / 1e9, "torch_gflops": flops / torch_s / 1e9,
+            "jax_gflops": flops and flops / jax_s / 1e9, "torch_gflops": flops and flops / torch_s / 1e9,
             "matmul_peak_gflops": workload_peak, "matmul_peak_runs": peaks,
             "bound_seconds": bound_s, "jax_roofline_fraction": roofline,
-            "torch_roofline_fraction": bound_s / torch_s,
-            "meets_target": bool(speedup >= TARGET_SPEEDUP or roofline >= TARGET_ROOFLINE),
+            "torch_roofline_fraction": bound_s and bound_s / torch_s,
+            "meets_target": bool(speedup >= TARGET_SPEEDUP or (roofline or 0) >= TARGET_ROOFLINE),
         } | ({"jax_ensemble": "vmapped" if seeds_together_by_default() else "one member after another"}
              if w.kind == "ensemble" else {})
           | (_scaling_fields(runs["one_device"], jax_times) if "one_device" in runs else {})
           | (_products_fields(runs["products"], jax_times, bound_s) if "products" in runs else {}))
-        log(f"{w.name}: jax {jax_s:.3f} s, torch {torch_s:.3f} s, speedup {speedup:.2f}x, "
-            f"{100 * roofline:.0f}% of the matmul bound"
+        log(f"{w.name}: jax {jax_s:.3f} s, torch {torch_s:.3f} s, speedup {speedup:.2f}x"
+            + (f", {100 * roofline:.0f}% of the matmul bound" if roofline is not None else "")
             + (f" (its dense products alone: {100 * rows[-1]['products_roofline_fraction']:.0f}%)"
                if "products" in runs else ""))
     return {

@@ -196,7 +196,7 @@ def experiment_options(cfg: ExperimentConfig, options_type: type[BaseModel] | No
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ReproError(f"{where}{'.' + loc if loc else ''}': {msg}") from None
 
 
