@@ -149,3 +149,15 @@ def test_jsma_matches_torchattacks_success_rate_and_l0(pair):
     assert abs(ours_hit.mean() - theirs_hit.mean()) <= 0.10, (ours_hit.mean(), theirs_hit.mean())
     l0_ours, l0_theirs = _norms(ours, x, 0).mean(), _norms(theirs, x, 0).mean()
     assert abs(l0_ours / l0_theirs - 1) < 0.15, (l0_ours, l0_theirs)
+
+
+def test_the_benchmarks_torch_cw_loop_is_our_cw_with_one_constant(pair):
+    """bench's PyTorch side of cw_test (torchattacks.CW stops early, so the bench runs this loop)."""
+    from fgsm_repro.bench.torch_side import cw_l2 as torch_cw
+
+    logits, twin, x, y = pair
+    theirs = _nhwc(torch_cw(twin, _nchw(x), torch.from_numpy(y).long(), c=1.0, steps=50, lr=0.01))
+    ours = np.asarray(cw_l2(logits, jnp.asarray(x), jnp.asarray(y), initial_const=1.0, binary_search_steps=1,
+                            steps=50))
+    same = np.all(np.isclose(ours, theirs, atol=1e-4).reshape(len(x), -1), axis=1)
+    assert same.mean() >= 0.95 and (ours != x).any(), same.mean()

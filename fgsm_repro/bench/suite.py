@@ -57,8 +57,9 @@ ATTACK_EPS, PGD_STEPS = 0.25, 10
 # The attacks as the project runs them (fgsm_repro.evaluation.adversarial_examples), clipped to the
 # pixel range like torchattacks; PGD with step eps/4 and a random start, like torchattacks.PGD below.
 # PGD-L2: torchattacks.PGDL2's defaults (eps 1, step .2) with its random start; DeepFool:
-# torchattacks.DeepFool's (L2, 50 steps, overshoot .02); C&W: torchattacks.CW's, which has no
-# search over c (one c = 1, 50 Adam steps of .01).
+# torchattacks.DeepFool's (L2, 50 steps, overshoot .02); C&W: torchattacks.CW's settings, which
+# have no search over c (one c = 1, 50 Adam steps of .01), run by a plain PyTorch loop on the
+# torch side (torch_side.cw_l2) because torchattacks.CW's early stop makes its work vary.
 L2_EPS, CW_STEPS = 1.0, 50
 ATTACKS = {"fgsm": FGSM(eps=ATTACK_EPS, clip=(0.0, 1.0)),
            "pgd": PGD(eps=ATTACK_EPS, steps=PGD_STEPS, step_size=ATTACK_EPS / 4, clip=(0.0, 1.0)),
@@ -327,7 +328,7 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
     import torch
     import torchattacks
 
-    from fgsm_repro.bench.torch_side import ConvMaxout, Maxout, MeanProbabilityEnsemble, Recipe, train_epoch
+    from fgsm_repro.bench.torch_side import ConvMaxout, Maxout, MeanProbabilityEnsemble, Recipe, cw_l2, train_epoch
     from fgsm_repro.evaluation import EVAL_BATCH
 
     if s.threads:
@@ -345,7 +346,8 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
                                                   random_start=True),
                   "pgd_l2": lambda: torchattacks.PGDL2(model, eps=L2_EPS, alpha=0.2, steps=PGD_STEPS),
                   "deepfool": lambda: torchattacks.DeepFool(model, steps=50, overshoot=0.02),
-                  "cw": lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=CW_STEPS, lr=0.01)}[w.kind]()
+                  # torchattacks.CW stops early when the cost rises: the same loop with every step run.
+                  "cw": lambda: functools.partial(cw_l2, model, c=1.0, steps=CW_STEPS, lr=0.01)}[w.kind]()
         return [lambda: [attack(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]]
     x, y = (torch.from_numpy(a) for a in _synthetic(w.examples(s), 0, w.image_shape))
     y = y.long()

@@ -127,12 +127,11 @@ def _curves(curves: list[dict], l2_curves: list[dict], options: Options, cfg: Ex
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     styles = {"naive": "-", "adversarial": "--"}
-    for row in curves:
-        left.plot(options.curve_eps, [row[f"eps_{e:g}"] for e in options.curve_eps], styles[row["network"]],
-                  marker="o", ms=3, label=f"{row['attack']} ({row['network']})")
-    for row in l2_curves:
-        right.plot(options.l2_budgets, [row[f"l2_{b:g}"] for b in options.l2_budgets], styles[row["network"]],
-                   marker="o", ms=3, label=f"{row['attack']} ({row['network']})")
+    colors = {a: f"C{i}" for i, a in enumerate(dict.fromkeys(r["attack"] for r in curves + l2_curves))}
+    for ax, rows, xs, key in ((left, curves, options.curve_eps, "eps"), (right, l2_curves, options.l2_budgets, "l2")):
+        for row in rows:  # one colour per attack, one line style per network
+            ax.plot(xs, [row[f"{key}_{v:g}"] for v in xs], styles[row["network"]], color=colors[row["attack"]],
+                    marker="o", ms=3, label=f"{row['attack']} ({row['network']})")
     left.set_xlabel("L∞ eps (pixels in [0, 1])")
     right.set_xlabel("L2 budget (minimal perturbations)")
     for ax in (left, right):
