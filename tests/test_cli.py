@@ -271,3 +271,34 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     assert res.returncode == 0, res.stderr[-3000:]
     errors = [json.loads(path.read_text())["adversarial"]["error"] for path in (one_out, out)]
     assert errors[0] == pytest.approx(errors[1], abs=0.05)
+
+
+@pytest.mark.cifar
+@pytest.mark.slow  # a (ci-sized) conv training
+def test_attacks_reach_cifars_pixels_through_its_preprocessing(tmp_path, cifar_data_dir):
+    """--space pixel attacks [0, 1] pixels through GCN + ZCA: the examples stay in the pixel range
+    with a pixel-space budget; --space preprocessed attacks the whitened inputs."""
+    import numpy as np
+
+    from fgsm_repro.config import experiment_configs
+
+    runner, run_dir = CliRunner(), tmp_path / "run"
+    res = runner.invoke(app, ["train", str(experiment_configs()["t1_convmaxout"]), "--profile", "ci", "--run-dir",
+                              str(run_dir), "--data-dir", str(cifar_data_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    records = {}
+    for space in ("preprocessed", "pixel"):
+        out = tmp_path / f"{space}.json"
+        clip = "0,1" if space == "pixel" else "none"  # whitened inputs have no [0, 1] range
+        res = runner.invoke(app, ["attack", str(run_dir), "--attack", "bim", "--eps", "0.02", "--space", space,
+                                  "--clip", clip, "--limit", "40", "--save-examples", "2", "--out", str(out),
+                                  "--data-dir", str(cifar_data_dir)])
+        assert res.exit_code == 0, res.output
+        records[space] = json.loads(out.read_text())
+        assert records[space]["space"] == space and "JPEG" in res.output
+    pixels = np.load(tmp_path / "pixel.examples.npz")
+    assert pixels["x"].min() >= 0 and pixels["x"].max() <= 1 and pixels["x_adv"].max() <= 1
+    assert np.abs(pixels["x_adv"] - pixels["x"]).max() <= 0.02 + 1e-6
+    whitened = np.load(tmp_path / "preprocessed.examples.npz")["x"]
+    assert whitened.min() < 0  # the preprocessed inputs are not pixels
+    assert records["pixel"]["adversarial"]["error"] >= records["pixel"]["clean"]["error"]
