@@ -102,10 +102,9 @@ def attack_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray
     start = time.perf_counter()
     x_adv = adversarial_examples(model, objective, params, x, y, attack, mesh=mesh)
     seconds = time.perf_counter() - start
-    metrics = evaluate(model, objective, params, x_adv, y, mesh=mesh)
+    pred, confidence, _ = predict(model, objective, params, x_adv, mesh=mesh)
+    metrics = summarize(pred, confidence, y)
     if norms:  # the sizes of the perturbations that turned a right answer wrong
-        clean_pred, _, _ = predict(model, objective, params, x, mesh=mesh)
-        pred, _, _ = predict(model, objective, params, x_adv, mesh=mesh)
-        fooled = (clean_pred == y) & (pred != y)
+        fooled = (predict(model, objective, params, x, mesh=mesh)[0] == y) & (pred != y)
         metrics |= {"norms": perturbation_norms(x, x_adv, fooled), "seconds_per_example": seconds / max(len(x), 1)}
     return metrics, x_adv

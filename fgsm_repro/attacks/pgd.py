@@ -92,10 +92,13 @@ def pgd(
 
     best = attempt(0)
     if restarts > 1:
-        def keep_stronger(r, best):
+        def keep_stronger(r, carry):
+            best, best_loss = carry
             new = attempt(r)
-            better = direction * (per_example_loss(loss_fn, new, y) - per_example_loss(loss_fn, best, y)) > 0
-            return jnp.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), new, best)
+            new_loss = per_example_loss(loss_fn, new, y)
+            better = direction * (new_loss - best_loss) > 0
+            return (jnp.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), new, best),
+                    jnp.where(better, new_loss, best_loss))
 
-        best = jax.lax.fori_loop(1, restarts, keep_stronger, best)
+        best, _ = jax.lax.fori_loop(1, restarts, keep_stronger, (best, per_example_loss(loss_fn, best, y)))
     return jax.lax.stop_gradient(best.astype(x.dtype))
