@@ -10,7 +10,7 @@ PROFILE ?= paper
 OFFLINE_DATA ?= $(firstword $(wildcard ../shared/data))
 PYTEST_ARGS ?=
 
-.PHONY: install data test test-fast reproduce-all report lint clean-runs bench bench-deps
+.PHONY: install data test test-fast reproduce-all baselines report lint clean-runs bench bench-deps
 
 $(BIN)/fgsm-repro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test-fast: data
 
 reproduce-all: data
 	$(BIN)/fgsm-repro reproduce --profile $(PROFILE)
+
+# The regression baselines the tests compare with (tests/baselines/*.ci.json): written only here.
+baselines: data
+	$(BIN)/fgsm-repro reproduce --profile ci --update-baselines
 
 report: install
 	$(BIN)/fgsm-repro report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ DataParallelOpt = Annotated[bool | None, typer.Option(
     "one [default: the config's train.data_parallel].")]
 
 
+MAX_SEED = 2**32 - 1  # JAX's PRNG keys hold 32-bit seeds (the config's `seeds` have the same range)
+
+
 def _context(data_dir, results_dir=None, runs_dir=None, quiet=False):
     from fgsm_repro.experiments.common import Context
 
@@ -52,7 +56,8 @@ def _context(data_dir, results_dir=None, runs_dir=None, quiet=False):
 def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (its data, model and train sections are used).")],
     profile: Annotated[str, typer.Option(help="paper, fast or ci.")] = "paper",
-    seed: Annotated[int | None, typer.Option(help="Seed [default: the config's first].")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Seed [default: the config's first].")]
+    = None,
     run_dir: Annotated[Path | None, typer.Option(help="Checkpoint dir [default: runs/<config>.<profile>.seed<N>].")]
     = None,
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint in the run dir.")] = False,
@@ -92,14 +97,14 @@ def _parse_clip(clip: str | None):
 
 def _parse_params(params: list[str]) -> dict:
     """--param KEY=VALUE pairs, each value read as YAML (numbers, true/false, lists)."""
-    import yaml
+    from fgsm_repro.config import parse_yaml
 
     settings = {}
     for item in params:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ReproError(f"--param expects KEY=VALUE (e.g. steps=40), got {item!r}")
-        settings[key.strip()] = yaml.safe_load(value)
+        settings[key.strip()] = parse_yaml(value, f"--param {key.strip()}")
     return settings
 
 
@@ -129,11 +134,17 @@ def attack(
     confidences, perturbation norms and time per example."""
     from fgsm_repro.config.attacks import AttackSpec, NestedFieldError, parse_attack
     from fgsm_repro.evaluation import attack_metrics, evaluate
+    from fgsm_repro.files import check_output_file, check_writable
     from fgsm_repro.processes import sync, writes_files
     from fgsm_repro.runs import load_run
 
     if space not in ("preprocessed", "pixel"):
         raise ReproError(f"--space must be preprocessed or pixel, got {space!r}")
+    if output is not None:  # before the attack runs: a bad path must not cost the work
+        check_output_file(output, "--out")
+    if save_examples:
+        check_writable(Path(output).parent if output else run_dir, "the folder of --save-examples")
+    extra = _parse_params(params or [])
     run = load_run(run_dir, data_parallel=data_parallel, data_dir=data_dir)
     configured = run.cfg.attack
     settings = configured.model_dump()
@@ -142,7 +153,7 @@ def attack(
         settings = {"name": attack_name, **{k: settings[k] for k in configured.model_fields_set
                                             if k in ("eps", "labels") and k in fields}}
     given = {"eps": eps, "labels": labels} | ({"clip": _parse_clip(clip)} if clip is not None else {})
-    settings |= {k: v for k, v in given.items() if v is not None or k == "clip"} | _parse_params(params or [])
+    settings |= {k: v for k, v in given.items() if v is not None or k == "clip"} | extra
     try:
         spec = parse_attack(settings)
     except NestedFieldError as e:
@@ -174,8 +185,11 @@ def _attacked_inputs(run, space: str, data_dir):
 
 
 def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_adv, start) -> None:
+    import io
+
     import numpy as np
 
+    from fgsm_repro.files import write_atomic, write_json
     from fgsm_repro.results import device_info, git_state
 
     splits = run.splits
@@ -201,11 +215,13 @@ def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_
 
         n = min(save_examples, len(x_adv))
         path = Path(output or Path(run.run_dir) / "attack.json").with_suffix(".examples.npz")
-        np.savez_compressed(path, x=x[:n], x_adv=x_adv[:n], y=y[:n])
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, x=x[:n], x_adv=x_adv[:n], y=y[:n])
+        write_atomic(path, buffer.getvalue())
         grid = save_example_grid(path.with_suffix(".png"), x[:n], x_adv[:n], f"{spec.describe()} — {splits.info.label}")
         out.print(f"saved {n} examples -> {path}, {grid}", markup=False)
     if output:
-        Path(output).write_text(json.dumps(record, indent=2))
+        write_json(output, record)
         out.print(f"metrics -> {output}", markup=False)
 
 
@@ -217,6 +233,12 @@ def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_
 def reproduce(
     ids: Annotated[list[str] | None, typer.Argument(help="Claim IDs (e.g. T1.softmax F2.adv); none = all.")] = None,
     profile: Annotated[str, typer.Option(help="paper, fast or ci.")] = "paper",
+    stale: Annotated[bool, typer.Option("--stale", help="Only the experiments whose results file of this profile is "
+                                        "stale (its config or dataset changed since), as the report marks them.")]
+    = False,
+    update_baselines: Annotated[bool, typer.Option(
+        "--update-baselines", help="With --profile ci: also record the numbers as the regression baselines the tests "
+        "compare with (tests/baselines/).")] = False,
     results_dir: ResultsDirOpt = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Checkpoints [default: runs/].")] = None,
     data_parallel: DataParallelOpt = None,
@@ -225,26 +247,41 @@ def reproduce(
 ):
     """Run the experiments that measure IDS with PROFILE, write results/*.json, rebuild the report."""
     from fgsm_repro.config import PROFILES
-    from fgsm_repro.experiments.runner import configs_for, run_config
+    from fgsm_repro.experiments.runner import configs_for, run_config, stale_configs
+    from fgsm_repro.files import check_writable
     from fgsm_repro.processes import sync, writes_files
     from fgsm_repro.report import write_report
+    from fgsm_repro.results import BASELINES_DIR, record_baseline
 
     if profile not in PROFILES:
         raise ReproError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if update_baselines and profile != "ci":
+        raise ReproError("--update-baselines records ci-profile numbers: use it with --profile ci")
     ctx = _context(data_dir, results_dir, runs_dir, quiet)
-    for config in configs_for(ids or []):
+    configs = configs_for(ids or [])
+    if stale:
+        configs = stale_configs(configs, profile, ctx.results_dir, data_dir)
+        out.print(f"stale [{profile}]: {', '.join(c.stem for c in configs) or 'none'}", markup=False)
+    # Before any training: a results or runs folder that cannot be written must not cost the work.
+    for folder, what in ((ctx.results_dir, "results dir"), (ctx.runs_dir, "runs dir")) + (
+            ((BASELINES_DIR, "baselines dir"),) if update_baselines else ()):
+        check_writable(folder, what)
+    for config in configs:
         start = time.perf_counter()
         path = run_config(config, profile, ctx, data_parallel=data_parallel)
         if writes_files():
-            out.print(f"{config.name} [{profile}] -> {path} ({time.perf_counter() - start:.1f} s)")
+            out.print(f"{config.stem} [{profile}] -> {path} ({time.perf_counter() - start:.1f} s)", markup=False)
+            if update_baselines:
+                out.print(f"regression baseline -> {record_baseline(path)}", markup=False)
     if writes_files():  # of several processes, the first writes the results and reports
         _print_summary(ctx.results_dir)
-        out.print(f"report -> {write_report(ctx.results_dir)}")
+        out.print(f"report -> {write_report(ctx.results_dir)}", markup=False)
     sync("results written")
 
 
 def _print_summary(results_dir: Path):
     from fgsm_repro.report import summary_rows
+    from fgsm_repro.results import scan_results
 
     table = Table(title="paper vs measured (percent)")
     columns = ("claim", "metric", "paper", "measured", "band", "verdict", "profile")
@@ -253,6 +290,8 @@ def _print_summary(results_dir: Path):
     for row in summary_rows(results_dir):
         table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
+    for problem in scan_results(results_dir).unreadable:  # never skipped in silence
+        print(f"warning: unreadable results file {problem}", file=sys.stderr)
 
 
 @app.command()
@@ -261,6 +300,7 @@ def report(
     list_ids: Annotated[bool, typer.Option("--list", help="List the claim IDs and exit.")] = False,
 ):
     """Rebuild results/REPORT.md from results/*.json."""
+    from fgsm_repro.files import check_writable
     from fgsm_repro.reference import TARGETS
     from fgsm_repro.report import write_report
     from fgsm_repro.results import RESULTS_DIR
@@ -269,7 +309,12 @@ def report(
         for t in TARGETS:
             out.print(f"{t.claim:20} {t.metric:24} paper {t.paper if t.paper is not None else '—'}")
         return
-    results_dir = results_dir or RESULTS_DIR
+    results_dir = Path(results_dir or RESULTS_DIR)
+    if not results_dir.is_dir():
+        raise ReproError(f"results dir {results_dir} does not exist")
+    if not any(results_dir.glob("*.json")):
+        raise ReproError(f"results dir {results_dir} has no results files (*.json): nothing to report")
+    check_writable(results_dir, "results dir")
     _print_summary(results_dir)
     out.print(f"report -> {write_report(results_dir)}")
 
@@ -293,13 +338,14 @@ def bench(
     from dataclasses import replace
 
     from fgsm_repro.bench import BenchSettings, run_bench, write_bench
+    from fgsm_repro.files import check_writable
     from fgsm_repro.report import write_report
     from fgsm_repro.results import RESULTS_DIR
 
     settings = (BenchSettings.quick() if quick else
                 BenchSettings(reps=reps, min_timed_seconds=min_seconds, examples=examples))
     settings = replace(settings, threads=threads, data_parallel=data_parallel)
-    results_dir = Path(results_dir or RESULTS_DIR)
+    results_dir = check_writable(Path(results_dir or RESULTS_DIR), "results dir")  # before timing anything
     path = write_bench(run_bench(only, settings, log=out.print), results_dir)
     out.print(f"benchmark -> {path}; report -> {write_report(results_dir)}")
 
@@ -358,17 +404,46 @@ def data_info(name: Annotated[str, typer.Argument(help="mnist or cifar10.")], da
     out.print_json(json.dumps(read_provenance(dataset_dir(stored, root))))
 
 
-def main() -> None:
+RESUME_HINT = "interrupted: checkpoints written so far are kept; run the same command again to resume"
+
+
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C: stop at once, as a kill would. Every file is written atomically and training resumes
+    from its last checkpoint (tests/test_kill.py), so nothing needs unwinding; a KeyboardInterrupt
+    could instead be swallowed by a callback running at that moment, and the run go on."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\x1b[?25h")  # the progress display hides the cursor
+    sys.stderr.write(f"\n{RESUME_HINT}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The entry point: every failure the user can act on is one line on stderr (``error: …``,
+    exit 2); Ctrl-C says how to resume (exit 130)."""
+    from typer import _click
+
+    previous = signal.signal(signal.SIGINT, _interrupted)
     try:
         Runtime.from_env().apply()  # before JAX starts; a bad FGSM_REPRO_* value is one line
-        app()
+        code = app(args=argv, standalone_mode=False)
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: checkpoints written so far are kept; run the same command again to resume",
-              file=sys.stderr)
-        sys.exit(130)
+        code = 2
+    except _click.exceptions.NoArgsIsHelpError as e:  # the bare command: its help (Typer prints it)
+        e.ctx.get_help()
+        code = 0
+    except _click.exceptions.ClickException as e:  # bad arguments and options (exit 2)
+        hint = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
+        print(f"error: {' '.join(e.format_message().split())}{hint}", file=sys.stderr)
+        code = e.exit_code
+    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C before the handler, or an abort
+        print(RESUME_HINT, file=sys.stderr)
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, previous)  # main() may run inside another program (the tests)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fgsm_repro.files import save_figure_atomic
+
 
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
@@ -50,7 +52,6 @@ def save_example_grid(path: Path, x: np.ndarray, x_adv: np.ndarray, title: str) 
         ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
+    path = save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -6,9 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fgsm_repro.files import write_atomic
 from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
-from fgsm_repro.results import RESULTS_DIR, ResultRecord, config_changed, current_config_hash, read_results
+from fgsm_repro.results import (
+    RESULTS_DIR,
+    ResultRecord,
+    config_changed,
+    current_config_hash,
+    read_results,
+    scan_results,
+    stale_reason,
+)
 
 PROFILE_ORDER = ("paper", "fast", "ci")  # the main table shows the most faithful profile measured
 
@@ -24,8 +33,8 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def best_records(records: list[dict], include_ci: bool = False) -> dict[str, dict]:
-    """claim ID -> the record of the most faithful profile that measured it. `ci` runs are
-    regression baselines (minutes of training), not reproductions: left out unless asked for."""
+    """claim ID -> the record of the most faithful profile that measured it. `ci` runs are smoke
+    runs (minutes of training), not reproductions: left out unless asked for."""
     best: dict[str, dict] = {}
     for rec in records:
         if rec["provenance"]["profile"] == "ci" and not include_ci:
@@ -79,7 +88,8 @@ def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
         within = t.within(value) if value is not None else None
         rows.append({"claim": t.claim, "metric": t.metric, "paper": f"{t.paper:g}",
                      "measured": "—" if value is None else f"{value:.2f}", "band": f"±{t.band:g}",
-                     "verdict": {True: "within", False: "OUTSIDE", None: "—"}[within],
+                     "verdict": {True: "within", False: "OUTSIDE", None: "—"}[within]
+                     + (" (stale)" if stale_reason(rec) else ""),
                      "profile": rec["provenance"]["profile"]})
     return rows
 
@@ -87,7 +97,7 @@ def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
 def claims_table(records: list[dict]) -> tuple[list[str], dict]:
     best = best_records(records)
     chosen = target_records(records)
-    stale = {rec["_file"]: config_changed(rec) for rec in chosen.values()}
+    stale = {rec["_file"]: stale_reason(rec) for rec in chosen.values()}
     lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset | notes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0}
@@ -118,7 +128,7 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
             if rec["provenance"]["dataset"].get("lossy"):
                 verdict += " (JPEG mirror — not the paper's data)"
         if stale[rec["_file"]]:
-            verdict += " (stale: its config has changed since; re-run)"
+            verdict += f" (**stale**: {stale[rec['_file']]}; `fgsm-repro reproduce --stale` re-runs it)"
         lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
                      f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "
                      f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} | {_notes(target, rec)} |")
@@ -139,11 +149,14 @@ def experiment_section(rec: ResultRecord) -> list[str]:
     p = rec["provenance"]
     ds = p["dataset"]
     out = [f"### {rec['name']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
-    changed = config_changed(rec)
+    changed, stale = config_changed(rec), stale_reason(rec)
     if changed:
         out += [f"**Stale**: `configs/{rec['name']}.yaml` ({p['profile']} profile) has changed in what it runs since "
-                "this run; these numbers are from the config recorded below. Re-run it.", ""]
-    elif changed is False and p.get("config_hash") != current_config_hash(rec):
+                "this run; these numbers are from the config recorded below. `fgsm-repro reproduce --stale "
+                f"--profile {p['profile']}` re-runs it.", ""]
+    elif stale:
+        out += [f"**Stale**: {stale}; `fgsm-repro reproduce --stale --profile {p['profile']}` re-runs it.", ""]
+    if changed is False and p.get("config_hash") != current_config_hash(rec):
         out += [f"*Config form:* recorded with an earlier form of `configs/{rec['name']}.yaml` (hash "
                 f"`{p.get('config_hash')}`); read in today's form it runs the same (hash "
                 f"`{current_config_hash(rec)}`), so these numbers stand.", ""]
@@ -255,7 +268,7 @@ def _scaling(results_dir: Path) -> list[str]:
 
 
 def build_report(results_dir: Path = RESULTS_DIR) -> str:
-    records = read_results(results_dir)
+    records, unreadable = scan_results(results_dir)
     table, counts = claims_table(records)
     best = best_records(records)
     ci_only = {c for c in best_records(records, include_ci=True) if c not in best}
@@ -272,12 +285,15 @@ def build_report(results_dir: Path = RESULTS_DIR) -> str:
         "measured value lies within the band. *profile* says which protocol produced the number: `paper` "
         "(the paper's protocol), `fast` (a documented CPU-feasible reduction) or `ci` (minutes, for "
         "regression tests). Errors and confidences are percentages. With several seeds the value is the "
-        "mean ± the 95% confidence half-width.",
+        "mean ± the 95% confidence half-width. A verdict marked **stale** comes from a run whose config (in what "
+        "it runs) or dataset has changed since; `fgsm-repro reproduce --stale --profile P` re-runs exactly those.",
         "",
         f"Summary: {counts['within']} numbers within tolerance, {counts['outside']} outside, "
         f"{counts['shown']} figures produced; {counts['pending']} claim IDs not measured yet "
-        "(`ci`-profile runs are regression baselines and are listed only in their sections).",
+        "(`ci`-profile runs are minutes-long smoke runs, listed only in their sections).",
         "",
+        *([f"**{len(unreadable)} results file(s) could not be read** and are missing below: "
+           + "; ".join(f"`{u}`" for u in unreadable) + ". Re-run their experiments.", ""] if unreadable else []),
         "## Claims",
         "",
         *table,
@@ -297,6 +313,4 @@ def write_report(results_dir: Path = RESULTS_DIR) -> Path:
     path = Path(results_dir) / "REPORT.md"
     if not writes_files():  # one of several processes: the first writes it
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_report(results_dir))
-    return path
+    return write_atomic(path, build_report(results_dir))

@@ -14,11 +14,11 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import jax
 
-from fgsm_repro import cpu_tuning
+from fgsm_repro import cpu_tuning, files
 from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, migrate_legacy
 from fgsm_repro.data import DatasetInfo
 from fgsm_repro.errors import ReproError
@@ -26,6 +26,9 @@ from fgsm_repro.trainings import reused_training_hashes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
+# The ci-profile numbers the regression tests compare a fresh ci run with: written only when
+# asked (`fgsm-repro reproduce --profile ci --update-baselines`, `make baselines`).
+BASELINES_DIR = REPO_ROOT / "tests" / "baselines"
 
 
 class ResultRecord(TypedDict, total=False):
@@ -115,35 +118,58 @@ def result_path(name: str, profile: str, results_dir: Path = RESULTS_DIR) -> Pat
 
 
 def write_json(record: dict[str, Any], path: Path) -> Path:
-    """Write `record` to `path` through a temporary file: never a half-written results file.
-    Of several processes, only the first writes (:func:`fgsm_repro.processes.writes_files`)."""
+    """Write `record` to `path` atomically (:func:`fgsm_repro.files.write_atomic`): never a
+    half-written results file. Of several processes, only the first writes
+    (:func:`fgsm_repro.processes.writes_files`)."""
     from fgsm_repro.processes import writes_files
 
     if not writes_files():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return files.write_json(path, record)
+
+
+def record_baseline(result_file: Path, baselines_dir: Path | None = None) -> Path:
+    """Copy a ci-profile results file into the regression baselines (default: BASELINES_DIR)."""
+    folder = Path(baselines_dir or BASELINES_DIR)
+    return files.write_atomic(folder / Path(result_file).name, Path(result_file).read_bytes())
 
 
 def write_result(record: ResultRecord, results_dir: Path = RESULTS_DIR) -> Path:
     return write_json(record, result_path(record["name"], record["provenance"]["profile"], results_dir))
 
 
-def read_results(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
-    out = []
+class ResultsScan(NamedTuple):
+    records: list[ResultRecord]
+    unreadable: list[str]  # "<file>: <why>", for every results file that could not be read
+
+
+def scan_results(results_dir: Path = RESULTS_DIR) -> ResultsScan:
+    """The results files of `results_dir`, and the ones that cannot be read (reported, never
+    skipped in silence). JSON files that are not results (bench.json) are left to their readers."""
+    records, unreadable = [], []
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
             record = json.loads(path.read_text())
-        except ValueError:
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            unreadable.append(f"{path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
-        if isinstance(record, dict) and "measured" in record and "provenance" in record:
-            record["_file"] = path.name
-            record.setdefault("name", record.get("experiment"))
-            out.append(record)
-    return out
+        if not isinstance(record, dict):
+            unreadable.append(f"{path.name}: not a JSON object")
+            continue
+        if "measured" not in record:
+            continue
+        if not isinstance(record.get("measured"), dict) or not isinstance(record.get("provenance"), dict) \
+                or record["provenance"].get("profile") not in ("paper", "fast", "ci"):
+            unreadable.append(f"{path.name}: not a results record (measured / provenance.profile missing)")
+            continue
+        record["_file"] = path.name
+        record.setdefault("name", record.get("experiment"))
+        records.append(record)
+    return ResultsScan(records, unreadable)
+
+
+def read_results(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
+    return scan_results(results_dir).records
 
 
 def current_config_hash(record: ResultRecord, config_dir: Path | None = None) -> str | None:
@@ -188,3 +214,27 @@ def config_changed(record: ResultRecord, config_dir: Path | None = None) -> bool
     except Exception:  # a format this code no longer reads
         return True
     return recorded.hash() != current
+
+
+def prepared_dataset_sha256(name: str, data_dir: Path | None = None) -> str | None:
+    """The content checksum of dataset `name` as prepared in `data_dir` (default: TFDS's); None
+    when it is not prepared there (nothing to compare with)."""
+    from fgsm_repro.data.store import dataset_dir, default_data_dir, read_provenance
+
+    try:
+        return read_provenance(dataset_dir(name, Path(data_dir or default_data_dir()))).get("content_sha256")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def stale_reason(record: ResultRecord, config_dir: Path | None = None, data_dir: Path | None = None) -> str | None:
+    """Why `record` no longer stands for what its config runs today, or None: its config changed
+    in what it runs (:func:`config_changed`), or the dataset prepared here has another checksum
+    than the one it was measured on."""
+    if config_changed(record, config_dir):
+        return "its config has changed since"
+    recorded = record["provenance"].get("dataset", {})
+    current = prepared_dataset_sha256(recorded.get("name", ""), data_dir) if recorded.get("name") else None
+    if current and recorded.get("sha256") not in (None, "unknown") and current != recorded["sha256"]:
+        return f"the {recorded['name']} prepared here (sha256 {current[:12]}…) is not the data it was measured on"
+    return None

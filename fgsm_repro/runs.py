@@ -9,6 +9,7 @@ each: an interrupted run never leaves a half-written ``final/`` or record.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,12 +20,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from pydantic import ValidationError
 
 from fgsm_repro import trainings
-from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, point_tag, train_overrides
+from fgsm_repro.config import (
+    ExperimentConfig,
+    deep_merge,
+    experiment_configs,
+    load_config,
+    point_tag,
+    train_overrides,
+)
 from fgsm_repro.data import Splits, make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import evaluate
+from fgsm_repro.files import check_writable, write_json
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import require_data_parallel, sync, writes_files
 from fgsm_repro.sharding import data_mesh
@@ -77,6 +87,8 @@ def train_run(config: str | Path, profile: str, *, training: str | None = None, 
     require_data_parallel(cfg.train.data_parallel, config)
     seed = cfg.seeds[0] if seed is None else seed
     run_dir = Path(run_dir or default_run_dir(config, profile, seed)).resolve()
+    if writes_files():  # before any work: a run dir that cannot be written must not cost the training
+        check_writable(run_dir, "run dir")
     if fresh and run_dir.exists() and writes_files():
         shutil.rmtree(run_dir)
     sync("fresh run dir")
@@ -93,15 +105,17 @@ def train_run(config: str | Path, profile: str, *, training: str | None = None, 
     point, result = points[kept], fits[kept]
     clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=_mesh(cfg))
     _save_params(run_dir, result.params)
-    record = {"config": str(Path(config).resolve()), "profile": profile, "training": training, "point": point,
+    config_file = Path(config).resolve()
+    record = {"config": str(config_file), "config_from_run_dir": os.path.relpath(config_file, run_dir),
+              "config_name": cfg.name, "resolved_config": cfg.model_dump(mode="json"), "profile": profile,
+              "training": training, "point": point,
               "seed": seed, "run_dir": str(run_dir), "config_hash": cfg.hash(),
               "training_hash": cfg.training_hash(training, point), "model": cfg.model_of(training).name,
               "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
               "val_error": result.best_val_error, "test_error": clean["error"],
               "wall_time_s": round(time.perf_counter() - start, 2)}
     if writes_files():
-        (run_dir / f"{RECORD}.partial").write_text(json.dumps(record, indent=2))
-        (run_dir / f"{RECORD}.partial").replace(run_dir / RECORD)
+        write_json(run_dir / RECORD, record)
     sync("run written")  # no process ends before the run is complete on disk
     return record
 
@@ -119,6 +133,30 @@ def _save_params(run_dir: Path, params) -> None:
         staged.rename(final)
 
 
+def _config_of_run(run_dir: Path, record: dict, data_parallel: bool | None) -> ExperimentConfig:
+    """The config `run_dir` was trained with: its file where it was, or where it is from the run
+    dir (the project moved), or the project's config of that name (the file moved), or else the
+    config as resolved when the run was trained (kept in the run record)."""
+    profile, overrides = record["profile"], train_overrides(data_parallel)
+    name = record.get("config_name") or Path(record["config"]).stem
+    candidates = [Path(record["config"])]
+    if record.get("config_from_run_dir"):
+        candidates.append(run_dir.resolve() / record["config_from_run_dir"])
+    candidates.append(experiment_configs().get(name, Path("/nonexistent")))
+    for path in candidates:
+        if path.is_file():
+            return load_config(path, profile, **overrides)
+    if not record.get("resolved_config"):
+        raise ReproError(f"{run_dir}: its config {record['config']} is gone (moved or deleted) and the run record "
+                         "does not hold a copy; put it back or train again")
+    try:
+        resolved = deep_merge(record["resolved_config"], overrides)
+        return ExperimentConfig.model_validate(resolved)
+    except ValidationError as e:
+        raise ReproError(f"{run_dir}/{RECORD}: the config kept in the run record no longer loads "
+                         f"({e.errors()[0]['msg']}); train again") from None
+
+
 def load_run(run_dir: str | Path, *, data_parallel: bool | None = None, data_dir: Path | None = None) -> TrainedRun:
     """The trained model of `run_dir`, refused (one line) when its config's training part changed."""
     run_dir = Path(run_dir)
@@ -127,10 +165,11 @@ def load_run(run_dir: str | Path, *, data_parallel: bool | None = None, data_dir
         raise ReproError(f"{run_dir}: not a trained run (no {RECORD}); train one with `fgsm-repro train CONFIG`")
     try:
         record = json.loads(record_path.read_text())
-        config, profile, trained_hash = record["config"], record["profile"], record["training_hash"]
+        config, trained_hash = record["config"], record["training_hash"]
+        record["profile"]  # noqa: B018 (a record without it is unreadable)
     except (ValueError, KeyError) as e:
         raise ReproError(f"{record_path}: unreadable run record ({type(e).__name__}: {e}); train again") from None
-    cfg = load_config(config, profile, **train_overrides(data_parallel))
+    cfg = _config_of_run(run_dir, record, data_parallel)
     training = record.get("training") or cfg.default_training()
     if training not in cfg.training_specs() or cfg.training_hash(training, record.get("point")) != trained_hash:
         raise ReproError(f"the data/model/train sections of {config} changed since {run_dir} was trained; "

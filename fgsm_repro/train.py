@@ -295,6 +295,7 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     epoch: int = 0
     done: bool = False
+    saved_epoch: int | None = None  # the epoch of its latest checkpoint (restored or written)
 
     def restore(self) -> None:
         """Continue from the latest checkpoint, if there is one."""
@@ -307,6 +308,7 @@ class _Run:
             self.state, self.best_state = arrays["state"], arrays.get("best_state")
             self.best_val, self.best_epoch = meta.get("best_val"), meta.get("best_epoch", 0)
             self.history, self.epoch, self.done = meta["history"], meta["epoch"], meta["done"]
+            self.saved_epoch = self.epoch
 
     def save(self, every: int) -> None:
         if self.ckpt and (self.epoch % every == 0 or self.done):
@@ -316,12 +318,42 @@ class _Run:
                            {"epoch": self.epoch, "best_val": self.best_val, "best_epoch": self.best_epoch,
                             "history": [dict(r) for r in self.history],  # a snapshot: orbax serializes it later
                             "done": self.done})
+            self.saved_epoch = self.epoch
+
+    def diverged(self, epoch_name: str, loss: float, params_finite: bool) -> ReproError:
+        """The one-line error for a non-finite epoch `self.epoch + 1` (not saved, nor counted)."""
+        problem = f"the training loss is {loss}" if not np.isfinite(loss) else "the parameters became non-finite"
+        if self.ckpt is None:
+            kept = "no checkpoints are written (none to resume from)"
+        elif self.saved_epoch is None:
+            kept = f"no checkpoint written yet in {self.ckpt.manager.directory}"
+        else:
+            where = self.ckpt.manager.directory
+            kept = f"the last good checkpoint ({epoch_name} {self.saved_epoch}) is kept in {where}"
+        return ReproError(f"training diverged: {problem} at {epoch_name} {self.epoch + 1} (seed {self.seed}); {kept}; "
+                          "check the data, or lower the learning rate (a new training)")
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.isfinite(a).all() for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+# Whether a run's parameters are all finite: one small reduction per epoch, fetched with the loss.
+_params_finite = jax.jit(_all_finite)
+_params_finite_per_seed = jax.jit(jax.vmap(_all_finite))  # the same for a leading seed axis
 
 
 def _train_together(runs: list[_Run], model: nn.Module, objective: Objective, tx: optax.GradientTransformation,
-                    cfg: TrainConfig, x, y, after_epoch: Callable[[_Run, float, dict], None]) -> None:
+                    cfg: TrainConfig, x, y, after_epoch: Callable[[_Run, float, dict], None], *,
+                    epoch_name: str = "epoch") -> None:
     """Train every unfinished run an epoch at a time until all are done: one run on its own,
-    several in one vmapped program (a finished run leaves the batch of seeds)."""
+    several in one vmapped program (a finished run leaves the batch of seeds).
+
+    An epoch whose mean training loss or resulting parameters are not finite stops the training
+    with a one-line :class:`ReproError` naming it (`epoch_name` and number) before anything of it
+    is recorded or saved: the checkpoints hold the last good epochs, to resume from. The other
+    seeds of that epoch are recorded (and saved) first."""
     single, together = (functools.cache(lambda t=t: make_train_epoch(model, objective, tx, cfg, seeds_together=t))
                         for t in (False, True))
     try:
@@ -329,17 +361,26 @@ def _train_together(runs: list[_Run], model: nn.Module, objective: Objective, tx
             tic = time.perf_counter()
             if len(active) == 1:
                 state, loss = single()(active[0].state, x, y)
-                states, losses = [state], [loss]
+                states, losses, finite = [state], [loss], [_params_finite(state.params)]
             else:
                 stacked, losses = together()(jax.tree.map(lambda *a: jnp.stack(a), *[r.state for r in active]), x, y)
+                finite = _params_finite_per_seed(stacked.params)
                 states = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(len(active))]
-            losses = np.asarray(jax.device_get(losses), np.float64).reshape(-1)
+            losses, finite = jax.device_get((losses, finite))  # one transfer
+            losses = np.asarray(losses, np.float64).reshape(-1)
+            finite = np.asarray(finite, bool).reshape(-1)
             timing = {"seconds": round(time.perf_counter() - tic, 3)}
             if len(active) > 1:
                 timing["seeds_together"] = len(active)
-            for run, state, loss in zip(active, states, losses, strict=True):
+            diverged = []
+            for run, state, loss, params_finite in zip(active, states, losses, finite, strict=True):
+                if not (np.isfinite(loss) and params_finite):  # neither recorded nor saved
+                    diverged.append(run.diverged(epoch_name, float(loss), bool(params_finite)))
+                    continue
                 run.state, run.epoch = state, run.epoch + 1
                 after_epoch(run, float(loss), timing)
+            if diverged:
+                raise diverged[0]
     finally:
         for run in runs:
             if run.ckpt:
@@ -409,7 +450,8 @@ def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Chec
         retrain_cfg = cfg.model_copy(update={"early_stopping_patience": None, "retrain_on_all": False})
         retrained = _stage1(trainer, retrain_cfg, np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]),
                             None, None, seeds, [r.best_epoch for r in results],
-                            [d.with_name(d.name + "-retrain") if d else None for d in dirs], key, on_epoch)
+                            [d.with_name(d.name + "-retrain") if d else None for d in dirs], key, on_epoch,
+                            epoch_name="retraining epoch")
         for result, fresh in zip(results, retrained, strict=True):
             result.params, result.retrain_epochs = fresh.params, fresh.epochs_run
     if cfg.stage2:
@@ -419,8 +461,10 @@ def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Chec
 
 
 def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, seeds: list[int],
-            epochs: list[int], dirs: list[Path | None], config_hash: str, on_epoch) -> list[FitResult]:
-    """Stage 1 of :func:`fit` with `cfg`: seed i trains for at most epochs[i] epochs."""
+            epochs: list[int], dirs: list[Path | None], config_hash: str, on_epoch, *,
+            epoch_name: str = "epoch") -> list[FitResult]:
+    """Stage 1 of :func:`fit` with `cfg`: seed i trains for at most epochs[i] epochs (called
+    `epoch_name` in a divergence error)."""
     model, objective = trainer.model, trainer.objective
     tx = trainer.optimizer(cfg, len(x_train) // cfg.batch_size)
     runs = []
@@ -455,7 +499,8 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
         run.done = stop or run.epoch >= run.max_epochs
         run.save(cfg.checkpoint_every)
 
-    _train_together(runs, model, objective, tx, cfg, jnp.asarray(x_train), jnp.asarray(y_train), after_epoch)
+    _train_together(runs, model, objective, tx, cfg, jnp.asarray(x_train), jnp.asarray(y_train), after_epoch,
+                    epoch_name=epoch_name)
     results = []
     for run in runs:
         epochs_run = run.history[-1]["epoch"] if run.history else run.epoch
@@ -495,7 +540,7 @@ def _stage2(trainer: Trainer, seeds: list[int], stage1: list[FitResult], x_train
         run.save(cfg.checkpoint_every)
 
     x_all, y_all = jnp.asarray(np.concatenate([x_train, x_val])), jnp.asarray(np.concatenate([y_train, y_val]))
-    _train_together(runs, model, objective, tx, cfg, x_all, y_all, after_epoch)
+    _train_together(runs, model, objective, tx, cfg, x_all, y_all, after_epoch, epoch_name="stage-2 epoch")
     return [FitResult(params=run.state.params, epochs_run=s1.epochs_run, best_epoch=s1.best_epoch,
                       best_val_error=s1.best_val_error, history=s1.history + run.history, best_state=s1.best_state,
                       best_train_objective=run.target,

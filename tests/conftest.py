@@ -85,3 +85,13 @@ def run_two_processes(argv: list[str], env: dict[str, str] | None = None, timeou
         done.append((stdout, stderr))
     return done
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many cases the fuzz and property tests tried (hypothesis draws them afresh every run)."""
+    from tests.helpers import FUZZ_COUNTS
+
+    if FUZZ_COUNTS:
+        terminalreporter.write_sep("-", "fuzz and property cases tried")
+        for name, count in sorted(FUZZ_COUNTS.items()):
+            terminalreporter.write_line(f"{name}: {count}")

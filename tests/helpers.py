@@ -16,3 +16,22 @@ def fit_many(model, objective, cfg, x, y, x_val, y_val, seeds, *, checkpoint_dir
     dirs = dict(zip(seeds, checkpoint_dirs, strict=True)) if checkpoint_dirs else None
     return fit(Trainer(model, objective, cfg), Data(x, y, x_val, y_val), seeds, on_epoch=on_epoch,
                checkpoints=Checkpoints(dirs.__getitem__, config_hash) if dirs else None)
+
+
+def toy_task(seed=0, n=600):
+    """A learnable 8x8 two-class task: (x_train, y_train, x_val, y_val), 500 training examples."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 1), dtype=np.float32)
+    y = (x[:, 2:5, 2:5, 0].mean((1, 2)) > x[:, 5:, 5:, 0].mean((1, 2))).astype(np.int32)
+    return x[:500], y[:500], x[500:], y[500:]
+
+
+# Cases tried by the fuzz and property tests, by name: printed at the end of the test run (conftest's
+# terminal summary) and quoted in docs/guarantees.md.
+FUZZ_COUNTS: dict[str, int] = {}
+
+
+def count_case(name: str) -> None:
+    FUZZ_COUNTS[name] = FUZZ_COUNTS.get(name, 0) + 1

@@ -15,6 +15,7 @@ from fgsm_repro.attacks.bim import kurakin_steps
 from fgsm_repro.config import NestedFieldError, parse_attack
 from fgsm_repro.errors import ReproError
 from fgsm_repro.objectives import SOFTMAX
+from tests.helpers import count_case
 
 FEATURES = 12
 
@@ -151,6 +152,7 @@ CLIPS = st.sampled_from([None, (0.0, 1.0), (0.2, 0.8)])
 @given(eps=st.floats(0.0, 0.5), clip=CLIPS, seed=st.integers(0, 5),
        attack=st.sampled_from(["fgsm", "bim", "pgd"]))
 def test_every_linf_attack_stays_within_eps_and_the_clip_range(eps, clip, seed, attack):
+    count_case("attack property: L-inf attacks within eps and the clip range")
     _, loss, x, y, _ = _linear(classes=3, seed=seed)
     x = jnp.clip(x, *clip) if clip else x
     x_adv = {"fgsm": lambda: fgsm(loss, x, y, eps, clip=clip),
@@ -165,6 +167,7 @@ def test_every_linf_attack_stays_within_eps_and_the_clip_range(eps, clip, seed, 
 @settings(max_examples=25, deadline=None)
 @given(eps=st.floats(0.0, 3.0), clip=CLIPS, seed=st.integers(0, 5), restarts=st.integers(1, 3))
 def test_every_l2_attack_stays_within_eps_and_the_clip_range(eps, clip, seed, restarts):
+    count_case("attack property: L2 attacks within eps and the clip range")
     _, loss, x, y, _ = _linear(classes=3, seed=seed)
     x = jnp.clip(x, *clip) if clip else x
     for x_adv in (fgm(loss, x, y, eps, clip=clip),
@@ -180,6 +183,7 @@ def test_every_l2_attack_stays_within_eps_and_the_clip_range(eps, clip, seed, re
        attack=st.sampled_from(["fgsm", "fgm2", "fgm1", "bim", "pgd", "pgd2"]))
 def test_targeted_attacks_never_move_away_from_their_target_on_a_linear_model(eps, clip, seed, attack):
     """Two classes: the target's margin is linear in x and every step moves each pixel with it."""
+    count_case("attack property: targeted attacks approach their target")
     logits, loss, x, y, _ = _linear(classes=2, seed=seed)
     x = jnp.clip(x, *clip) if clip else x
     t = 1 - y

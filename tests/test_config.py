@@ -182,7 +182,7 @@ def test_the_report_marks_a_result_whose_config_changed_as_stale(tmp_path):
 
     from fgsm_repro.report import build_report
 
-    record = json.loads((REPO / "results" / "t1_softmax.ci.json").read_text())
+    record = json.loads((REPO / "tests" / "baselines" / "t1_softmax.ci.json").read_text())
     (tmp_path / "t1_softmax.ci.json").write_text(json.dumps(record))
     assert "Stale" not in build_report(tmp_path) and "earlier form" not in build_report(tmp_path)
     record["provenance"]["config_hash"] = "oldformula"  # the same config, hashed another way

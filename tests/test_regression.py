@@ -1,5 +1,6 @@
-"""Regression: re-run the `ci` profile of every experiment and compare with the numbers
-recorded in results/<experiment>.ci.json (measured by `fgsm-repro reproduce --profile ci`).
+"""Regression: re-run the `ci` profile of every experiment and compare with the baselines
+recorded in tests/baselines/<experiment>.ci.json (`make baselines`, i.e. `fgsm-repro reproduce
+--profile ci --update-baselines`; a plain ci run never writes them).
 
 Tolerances (absolute, percentage points): the runs are deterministic for a given seed, JAX
 version and machine, so differences come only from floating-point reductions that differ
@@ -9,15 +10,14 @@ across CPUs and thread counts; they move a few test examples (or rubbish draws) 
 import json
 
 import pytest
-from conftest import REPO
 
 from fgsm_repro.config import experiment_configs, load_config
 from fgsm_repro.experiments.common import Context
 from fgsm_repro.experiments.runner import run_config
-from fgsm_repro.results import config_changed
+from fgsm_repro.results import BASELINES_DIR, config_changed
 
 TOLERANCE = {"error": 1.0, "clean_error": 0.5, "confidence": 1.5, "rubbish": 2.0}
-RECORDED = REPO / "results"
+RECORDED = BASELINES_DIR
 
 pytestmark = [pytest.mark.mnist, pytest.mark.regression, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir, req
     if load_config(experiment_configs()[name], "ci").data.dataset == "cifar10":
         request.getfixturevalue("cifar_data_dir")  # imported like MNIST when it is not there yet
     recorded_file = RECORDED / f"{name}.ci.json"
-    assert recorded_file.is_file(), f"no recorded ci numbers: run `fgsm-repro reproduce --profile ci` ({name})"
+    assert recorded_file.is_file(), f"no ci baseline: run `make baselines` ({name})"
     recorded = json.loads(recorded_file.read_text())
     ctx = Context(data_dir=mnist_data_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
                   show_progress=False)

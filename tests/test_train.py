@@ -6,14 +6,9 @@ import pytest
 
 from fgsm_repro.config import TrainConfig
 from fgsm_repro.models import build_model
-from tests.helpers import fit_one
+from tests.helpers import fit_one, toy_task
 
-
-def _toy(seed=0, n=600):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, 8, 8, 1), dtype=np.float32)
-    y = (x[:, 2:5, 2:5, 0].mean((1, 2)) > x[:, 5:, 5:, 0].mean((1, 2))).astype(np.int32)
-    return x[:500], y[:500], x[500:], y[500:]
+_toy = toy_task
 
 
 def _cfg(**kw):

@@ -40,6 +40,7 @@ from fgsm_repro.config.attacks import (
     NestedFieldError,
     parse_attack,
 )
+from fgsm_repro.config.models import MODEL_OPTIONS
 from fgsm_repro.errors import ReproError
 
 __all__ = ["BIM", "FGM", "FGSM", "JSMA", "PGD", "AttackSpec", "CarliniWagnerL2", "DeepFool", "DataConfig",
@@ -48,7 +49,9 @@ __all__ = ["BIM", "FGM", "FGSM", "JSMA", "PGD", "AttackSpec", "CarliniWagnerL2",
 
 PROFILES = ("paper", "fast", "ci")
 
-PositiveInt = Annotated[int, Field(gt=0)]
+MAX_INT = 2**31 - 1  # counts and sizes index int32 arrays on the device
+MAX_SEED = 2**32 - 1  # JAX's PRNG keys hold 32-bit seeds
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -65,7 +68,7 @@ class DataConfig(_Strict):
     # validation (the pylearn2 recipes use the last 10,000 of MNIST); with `last_per_class`, the
     # last validation_size / 10 of each class, for a copy stored in class order (the CIFAR-10 JPEG
     # mirror), whose last 10,000 would be two classes.
-    validation_size: Annotated[int, Field(ge=0)] = 10_000
+    validation_size: Annotated[int, Field(ge=0, le=MAX_INT)] = 10_000
     validation: Literal["last", "last_per_class"] = "last"
     # `gcn_zca`: the CIFAR-10 recipe's global contrast normalization (scale 55) and ZCA whitening
     # (bias .1) fitted on all official training images (fgsm_repro.data.preprocess).
@@ -92,7 +95,25 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str
+    # Checked by the kind's options model (fgsm_repro.config.models) for the built-in kinds.
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _options_of_the_kind(self):
+        kind = MODEL_OPTIONS.get(self.name)
+        if kind is None:
+            return self
+        try:
+            checked = kind.model_validate(self.options)
+        except ValidationError as e:
+            err = sorted(e.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+            msg = "unknown option (the options of " + self.name + ": " + ", ".join(kind.model_fields) + ")" \
+                if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            shown = "" if err["type"] == "extra_forbidden" else f", got {err.get('input')!r}"
+            raise NestedFieldError(("options", *err["loc"]), msg + shown) from None
+        # As checked (a YAML list stays a list): the same dict, so the config hash is unchanged.
+        object.__setattr__(self, "options", checked.model_dump(mode="json", exclude_unset=True))
+        return self
 
 
 class OptimizerConfig(_Strict):
@@ -138,7 +159,7 @@ class RubbishTrainingConfig(_Strict):
     network with one more class than the data)."""
 
     per_batch: PositiveInt = 10
-    label: Annotated[int, Field(ge=0)] = 10
+    label: Annotated[int, Field(ge=0, le=MAX_INT)] = 10
 
 
 class L1Config(_Strict):
@@ -150,7 +171,7 @@ class AugmentConfig(_Strict):
     """Random translations by up to `crop_pad` pixels (crops of the zero-padded image) and, with
     `flip`, horizontal reflections, drawn for every training batch (fgsm_repro.data.augment)."""
 
-    crop_pad: Annotated[int, Field(ge=0)] = 8
+    crop_pad: Annotated[int, Field(ge=0, le=MAX_INT)] = 8
     flip: bool = True
 
 
@@ -287,7 +308,7 @@ class ExperimentConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     train: TrainConfig
     attack: SerializeAsAny[AttackSpec]
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default=[0], min_length=1)
     # Train the seeds together in one vmapped program (experiments that support it) rather than
     # one after another: the same runs up to float rounding, so not part of the config hash.
     # None (auto): together on accelerators, one after another on a CPU, where `fgsm-repro bench`
@@ -431,6 +452,7 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     if isinstance(nested, NestedFieldError):  # a nested config's own field (attack.eps)
         loc, msg = loc + tuple(nested.loc), nested.msg
     field = ".".join(str(p) for p in loc) or "(top level)"
+    msg = msg.removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -440,17 +462,55 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return f"{path}: field '{field}': {msg}{shown}{more}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last,
+    so a repeated `train:` would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: PyYAML's own error says so
+                    break
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """YAML `text` (from `source`, named in errors) with unique keys; one-line :class:`ReproError`."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ReproError(f"{source}: invalid YAML{where}: {' '.join(str(problem).split())}") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. a timestamp out of range
+        raise ReproError(f"{source}: invalid YAML: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                         ) from None
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ReproError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ReproError(f"{path}: invalid YAML{where}: {problem}") from None
+        data = path.read_bytes()
+    except OSError as e:
+        raise ReproError(f"{path}: cannot read the config ({e.strerror or type(e).__name__})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ReproError(f"{path}: not a UTF-8 text file (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         "a config is YAML text") from None
+    raw = parse_yaml(text, path)
     if not isinstance(raw, dict):
         raise ReproError(f"{path}: expected a mapping of config keys at the top level")
     return raw

@@ -286,7 +286,7 @@ def parse_attack(value: Any) -> AttackSpec:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping such as {name: fgsm, eps: 0.25}")
     name = value.get("name", "fgsm")
-    spec = AttackSpec.registry.get(name)
+    spec = AttackSpec.registry.get(name) if isinstance(name, str) else None
     if spec is None:
         raise NestedFieldError(("name",), f"unknown attack {name!r}; known: {', '.join(sorted(AttackSpec.registry))}")
     try:

@@ -24,6 +24,7 @@ from fgsm_repro.config import AttackSpec, ExperimentConfig, point_tag
 from fgsm_repro.data import Splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
+from fgsm_repro.files import save_figure_atomic
 from fgsm_repro.objectives import Objective
 from fgsm_repro.pictures import pyplot  # noqa: F401  (the experiments draw with it)
 from fgsm_repro.processes import writes_files
@@ -47,7 +48,7 @@ class Context:
     @contextlib.contextmanager
     def progress(self, description: str, total: int) -> Iterator[Any]:
         """A progress bar; yields ``advance(record)`` to call once per epoch."""
-        if not self.show_progress:
+        if not self.show_progress or not self.console.is_terminal:  # a log gets no bar (nor its blank lines)
             yield lambda record=None: None
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -239,7 +240,6 @@ def save_figure(fig, claim: str, profile: str, ctx: Context, dpi: int = 100) -> 
     rel = Path("figures") / f"{claim}.{profile}.png"
     out = Path(ctx.results_dir) / rel
     if writes_files():  # of several processes, the first
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi, bbox_inches="tight")
+        save_figure_atomic(fig, out, dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
     return rel.as_posix()

@@ -17,7 +17,7 @@ from fgsm_repro.experiments.common import Context, Outcome, experiment_options
 from fgsm_repro.models import MODELS, build_model
 from fgsm_repro.processes import require_data_parallel
 from fgsm_repro.reference import claim_ids
-from fgsm_repro.results import ResultRecord, git_state, provenance, write_result
+from fgsm_repro.results import ResultRecord, git_state, provenance, read_results, stale_reason, write_result
 from fgsm_repro.sharding import data_mesh
 from fgsm_repro.train import seeds_together_by_default
 
@@ -131,3 +131,11 @@ def configs_for(ids: list[str] | None) -> list[Path]:
                              f"{', '.join(sorted(c for cs in claims_of.values() for c in cs))})")
         chosen += [configs[n] for n in names if configs[n] not in chosen]
     return chosen
+
+
+def stale_configs(configs: list[Path], profile: str, results_dir: Path, data_dir: Path | None = None) -> list[Path]:
+    """Of `configs`, those whose results file of `profile` in `results_dir` is stale
+    (:func:`fgsm_repro.results.stale_reason`); configs without a results file are not stale."""
+    stale = {rec["name"] for rec in read_results(results_dir)
+             if rec["provenance"]["profile"] == profile and stale_reason(rec, data_dir=data_dir)}
+    return [c for c in configs if Path(c).stem in stale]

@@ -1,0 +1,101 @@
+"""The options of each built-in model kind, checked when a config is loaded.
+
+One pydantic model per kind, with the ranges a model can be built and trained with. A field left
+out keeps the Flax module's own default (:mod:`fgsm_repro.models`), so no default is stated twice;
+``tests/test_config.py`` checks that every module field has its option here. Models registered by
+a user (not named here) are checked when they are built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+MAX_WIDTH = 2**20  # far above any network of the paper; keeps a typo from allocating terabytes
+
+Count = Annotated[int, Field(strict=True, ge=1, le=MAX_WIDTH)]
+Classes = Annotated[int, Field(strict=True, ge=2, le=MAX_WIDTH)]
+Keep = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # a dropout keep probability
+
+
+def _weight_init(value):
+    if value in ("zeros", "lecun_normal"):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return value
+    raise ValueError("must be 'zeros', 'lecun_normal' or a number r > 0 (weights drawn from U(-r, r))")
+
+
+WeightInit = Annotated[str | float, BeforeValidator(_weight_init)]
+
+
+class _Options(BaseModel):
+    """A field left out is the module's default (None here is "not given": null itself is refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SoftmaxRegressionOptions(_Options):
+    num_classes: Classes = None
+    weight_init: WeightInit = None
+
+
+class LogisticRegressionOptions(_Options):
+    weight_init: WeightInit = None
+
+
+class _MaxoutOptions(_Options):
+    """What the maxout networks share: the output, initialisation and dropout."""
+
+    num_classes: Classes = None
+    weight_init: WeightInit = None
+    input_keep: Keep = None
+    hidden_keep: Keep = None
+
+
+class MaxoutMLPOptions(_MaxoutOptions):
+    units: Count = None
+    pieces: Count = None
+    layers: Count = None
+
+
+CONV_LAYER_FIELDS = ("channels", "kernels", "pads", "pools")
+CONV_LAYERS = 3
+
+
+class ConvMaxoutOptions(_MaxoutOptions):
+    channels: tuple[Count, ...] = None
+    pieces: Count = None
+    kernels: tuple[Count, ...] = None
+    pads: tuple[Annotated[int, Field(strict=True, ge=0, le=MAX_WIDTH)], ...] = None
+    pools: tuple[tuple[Count, Count], ...] = None  # (window, stride) per conv layer
+    units: Count = None
+    unit_pieces: Count = None
+
+    @model_validator(mode="after")
+    def _one_entry_per_conv_layer(self):
+        given = {k: len(v) for k in CONV_LAYER_FIELDS if (v := getattr(self, k)) is not None}
+        # Those not given keep the module's three layers (fgsm_repro.models.ConvMaxout).
+        lengths = set(given.values()) | ({CONV_LAYERS} if len(given) < len(CONV_LAYER_FIELDS) else set())
+        if len(lengths) > 1:
+            raise ValueError(f"channels, kernels, pads and pools need one entry per conv layer each (the module's "
+                             f"default is {CONV_LAYERS} layers; got " + ", ".join(f"{k}: {n}" for k, n in given.items())
+                             + ")")
+        return self
+
+
+class RBFNetworkOptions(_Options):
+    num_classes: Classes = None
+    mean_init: Annotated[float, Field(allow_inf_nan=False)] = None
+    precision_init: Annotated[float, Field(gt=0, allow_inf_nan=False)] = None
+
+
+MODEL_OPTIONS: dict[str, type[_Options]] = {
+    "softmax_regression": SoftmaxRegressionOptions,
+    "logistic_regression": LogisticRegressionOptions,
+    "maxout_mlp": MaxoutMLPOptions,
+    "maxout_mlp_sigmoid": MaxoutMLPOptions,
+    "rbf_network": RBFNetworkOptions,
+    "conv_maxout": ConvMaxoutOptions,
+}

@@ -1,0 +1,154 @@
+"""The one way fgsm-repro writes a file: atomically, race-free, and failing in one line.
+
+Every results file, the report, figures, run records and attack outputs go through
+:func:`write_atomic`: the bytes go to a uniquely named temporary file in the target's folder,
+are flushed and fsynced, and replace the target in one rename. Concurrent writers of one file
+leave one complete version; a reader sees the old file or the new one, never a part; a full or
+read-only disk leaves the previous file as it was and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fgsm_repro.errors import ReproError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+TEMP_SUFFIX = ".tmp"
+# A writer locks its temporary file right after creating it; one this old and unlocked is abandoned.
+ABANDONED_AFTER_S = 2.0
+
+
+def _problem(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write `data` to `path` (creating its folder) through a temporary file + fsync + rename.
+    Raises a one-line :class:`ReproError` naming the path when the disk refuses.
+
+    The temporary file is locked while it is written; temporary files of `path` left by a writer
+    that was killed (their lock died with it) are removed."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        with os.fdopen(fd, "wb") as f:
+            _lock(f.fileno(), blocking=True)  # held until closed: after the rename
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+            # mkstemp makes the file private; results are read by others like any file written here.
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+            tmp = None
+        _sync_folder(path.parent)
+    except OSError as e:
+        raise ReproError(f"cannot write {path}: {_problem(e)}; the previous version, if any, is unchanged") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    _remove_abandoned(path)
+    return path
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    """An exclusive lock on `fd` (False: another process holds it). Without fcntl (Windows),
+    always taken: abandoned temporary files are then left for the user to delete."""
+    if fcntl is None:
+        return blocking
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Delete the temporary files of `path` whose writer is gone (a kill mid-write): a live
+    writer holds the lock on its own."""
+    if fcntl is None:
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:  # maybe created, not yet locked
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                if _lock(fd, blocking=False):
+                    os.unlink(tmp)  # names are unique: this one is no other writer's
+            finally:
+                os.close(fd)
+
+
+def write_json(path: str | Path, record: Any) -> Path:
+    return write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def save_figure_atomic(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """A Matplotlib figure as PNG, written atomically (rendered in memory first)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig_kwargs)
+    return write_atomic(path, buffer.getvalue())
+
+
+def check_writable(folder: str | Path, what: str) -> Path:
+    """Make sure files can be written in `folder` before any work starts, without creating it: it,
+    or the nearest folder above it that exists, must take a file. One line naming `what` and the
+    folder when it cannot."""
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ReproError(f"{what} {folder} is not writable: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise ReproError(f"{what} {folder} is not writable: {_problem(e)}") from None
+    return folder
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """`path` can be written as a file: it is not a folder and its folder exists and is writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ReproError(f"{what} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ReproError(f"{what} {path}: folder {path.parent} does not exist")
+    check_writable(path.parent, what.rstrip(":") + " folder")
+    return path
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the mask means setting it: once, and restored at once
+    os.umask(mask)
+    return mask
+
+
+def _sync_folder(folder: Path) -> None:
+    """The rename itself made durable (best effort: not every file system opens folders)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
