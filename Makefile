@@ -9,8 +9,12 @@ PROFILE ?= paper
 # otherwise TFDS downloads the data.
 OFFLINE_DATA ?= $(firstword $(wildcard ../shared/data))
 PYTEST_ARGS ?=
+# cpu, or cuda: the CUDA 12 plugin of the same jaxlib beside the CPU one (JAX then runs on the GPU
+# it finds): `make install ACCEL=cuda` (or any target with ACCEL=cuda).
+ACCEL ?= cpu
+ACCEL_STAMP := $(if $(filter cuda,$(ACCEL)),$(VENV)/.cuda)
 
-.PHONY: install data test test-fast reproduce-all baselines report lint clean-runs bench bench-deps
+.PHONY: install data test test-fast reproduce-all baselines report lint clean-runs bench bench-deps gpu-check
 
 $(BIN)/fgsm-repro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +22,11 @@ $(BIN)/fgsm-repro: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/fgsm-repro
+$(VENV)/.cuda: $(BIN)/fgsm-repro
+	$(BIN)/pip install --quiet -e '.[dev,cuda]'
+	touch $@
+
+install: $(BIN)/fgsm-repro $(ACCEL_STAMP)
 
 # PyTorch (CPU build, pinned) and torchattacks, for `make bench` and the tests that check the
 # benchmark compares like with like; torchattacks without its deps (torchvision pulls CUDA torch).
@@ -52,6 +60,11 @@ report: install
 
 bench: bench-deps
 	$(BIN)/fgsm-repro bench
+
+# On a GPU machine: the unit tests of the attacks and training and one fast training on the
+# accelerator, with its seconds per epoch; says so and stops where JAX sees no GPU.
+gpu-check: install
+	$(BIN)/python -m fgsm_repro.gpu_check
 
 lint: install
 	$(BIN)/ruff check fgsm_repro tests

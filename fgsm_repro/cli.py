@@ -19,19 +19,46 @@ from rich.table import Table  # noqa: E402
 from fgsm_repro.errors import ReproError  # noqa: E402
 from fgsm_repro.runtime import Runtime  # noqa: E402
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+# Plain help (no Rich markup): bracketed text such as "[default: …]" is shown as written.
+app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Reproduce 'Explaining and Harnessing Adversarial Examples' (Goodfellow et al., 2015).")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets in the TFDS data dir (download or offline import).")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Prepare datasets in the TFDS data dir (download or offline import).")
 app.add_typer(data_app, name="data")
 out = Console()
 
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="TFDS data dir [default: $TFDS_DATA_DIR "
-                                                 "or ~/tensorflow_datasets].")]
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"fgsm-repro {version('fgsm-repro')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Reproduce 'Explaining and Harnessing Adversarial Examples' (Goodfellow et al., 2015)."""
+
+
+class _BenchCommand(typer.core.TyperCommand):
+    """`bench --help` lists the workloads (read when the help is asked for: the suite imports JAX)."""
+
+    def get_help(self, ctx):
+        from fgsm_repro.bench import WORKLOADS
+
+        # "\b": click leaves the paragraph as written (one workload per line)
+        self.epilog = "Workloads:\n\n\b\n" + "\n".join(f"{name}: {w.description}" for name, w in WORKLOADS.items())
+        return super().get_help(ctx)
+
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="TFDS data dir.",
+                                                 show_default="$TFDS_DATA_DIR or ~/tensorflow_datasets")]
 ResultsDirOpt = Annotated[Path | None, typer.Option("--results-dir", help="Where results/*.json and REPORT.md go.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 DataParallelOpt = Annotated[bool | None, typer.Option(
-    "--data-parallel/--one-device", help="Split every batch across all devices (of every process) or keep it on "
-    "one [default: the config's train.data_parallel].")]
+    "--data-parallel/--one-device", help="Split every batch across all devices (of every process) or keep it on one.",
+    show_default="the config's train.data_parallel")]
 
 
 MAX_SEED = 2**32 - 1  # JAX's PRNG keys hold 32-bit seeds (the config's `seeds` have the same range)
@@ -54,25 +81,32 @@ def _context(data_dir, results_dir=None, runs_dir=None, quiet=False):
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML (its data, model and train sections are used).")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment YAML (its data, model and train "
+                                           "sections are used).")],
     profile: Annotated[str, typer.Option(help="paper, fast or ci.")] = "paper",
-    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Seed [default: the config's first].")]
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Seed.", show_default="the config's first")]
     = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Checkpoint dir [default: runs/<config>.<profile>.seed<N>].")]
+    run_dir: Annotated[Path | None, typer.Option(help="Checkpoint dir.",
+                                                 show_default="runs/<config>.<profile>.seed<N>")]
     = None,
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint in the run dir.")] = False,
-    training: Annotated[str | None, typer.Option(help="Which of the config's trainings [default: its only one, "
-                                                 "or 'model'].")] = None,
+    training: Annotated[str | None, typer.Option(help="Which of the config's trainings.",
+                                                 show_default="its only one, or 'model'")] = None,
     data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ):
     """Train a model of CONFIG; resumes from the run dir's last checkpoint if there is one."""
+    from fgsm_repro.config import load_config, train_overrides
     from fgsm_repro.processes import writes_files
     from fgsm_repro.runs import train_run
 
+    cfg = load_config(config, profile, **train_overrides(data_parallel))  # a bad config: one line, before any output
+    name = training or cfg.default_training()
+    spec = cfg.training_specs().get(name)
+    epochs = cfg.train_of(name).epochs if spec and not spec.reuse and len(spec.points()) == 1 else None
     ctx = _context(data_dir, quiet=quiet)
-    with ctx.progress(f"train {Path(config).stem} [{profile}]", None) as advance:
+    with ctx.progress(f"train {Path(config).stem} [{profile}] {name}", epochs) as advance:
         record = train_run(config, profile, training=training, seed=seed, run_dir=run_dir, fresh=fresh,
                            data_parallel=data_parallel, data_dir=data_dir, on_epoch=lambda rec, _: advance(rec))
     if writes_files():
@@ -110,14 +144,14 @@ def _parse_params(params: list[str]) -> dict:
 
 @app.command()
 def attack(
-    run_dir: Annotated[Path, typer.Argument(help="A run dir written by `fgsm-repro train`.")],
-    attack_name: Annotated[str | None, typer.Option("--attack", help="fgsm, fgm, bim, pgd, deepfool, jsma or cw "
-                                                    "[default: the config's].")] = None,
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run dir written by `fgsm-repro train`.")],
+    attack_name: Annotated[str | None, typer.Option("--attack", help="fgsm, fgm, bim, pgd, deepfool, jsma or cw.",
+                                                    show_default="the config's")] = None,
     eps: Annotated[float | None, typer.Option(help="Size of the perturbation in the attack's norm, for the attacks "
-                                              "that have one [default: the config's].")] = None,
-    clip: Annotated[str | None, typer.Option(help="LOW,HIGH to clip the examples, or none [default: the attack's]."
-                                             )] = None,
-    labels: Annotated[str | None, typer.Option(help="true or predicted labels [default: the config's].")] = None,
+                                              "that have one.", show_default="the config's")] = None,
+    clip: Annotated[str | None, typer.Option(help="LOW,HIGH to clip the examples, or none.",
+                                             show_default="the attack's")] = None,
+    labels: Annotated[str | None, typer.Option(help="true or predicted labels.", show_default="the config's")] = None,
     params: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE for the attack's other settings "
                                                      "(e.g. --param steps=40); repeatable.")] = None,
     space: Annotated[str, typer.Option(help="preprocessed: attack the model's inputs; pixel: attack [0, 1] pixels "
@@ -231,7 +265,8 @@ def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_
 
 @app.command()
 def reproduce(
-    ids: Annotated[list[str] | None, typer.Argument(help="Claim IDs (e.g. T1.softmax F2.adv); none = all.")] = None,
+    ids: Annotated[list[str] | None, typer.Argument(metavar="IDS", help="Claim IDs (e.g. T1.softmax F2.adv); none = "
+                                                    "all (`fgsm-repro report --list` lists them).")] = None,
     profile: Annotated[str, typer.Option(help="paper, fast or ci.")] = "paper",
     stale: Annotated[bool, typer.Option("--stale", help="Only the experiments whose results file of this profile is "
                                         "stale (its config or dataset changed since), as the report marks them.")]
@@ -240,7 +275,7 @@ def reproduce(
         "--update-baselines", help="With --profile ci: also record the numbers as the regression baselines the tests "
         "compare with (tests/baselines/).")] = False,
     results_dir: ResultsDirOpt = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Checkpoints [default: runs/].")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Checkpoints.", show_default="runs/")] = None,
     data_parallel: DataParallelOpt = None,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
@@ -266,30 +301,55 @@ def reproduce(
     for folder, what in ((ctx.results_dir, "results dir"), (ctx.runs_dir, "runs dir")) + (
             ((BASELINES_DIR, "baselines dir"),) if update_baselines else ()):
         check_writable(folder, what)
-    for config in configs:
+    written = []
+    ctx.plan = _plan(configs, profile, ctx.results_dir)
+    for i, config in enumerate(configs):
         start = time.perf_counter()
+        line = ctx.plan.begin(i)
+        if writes_files() and not quiet:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
         path = run_config(config, profile, ctx, data_parallel=data_parallel)
+        written.append(path)
         if writes_files():
             out.print(f"{config.stem} [{profile}] -> {path} ({time.perf_counter() - start:.1f} s)", markup=False)
             if update_baselines:
                 out.print(f"regression baseline -> {record_baseline(path)}", markup=False)
     if writes_files():  # of several processes, the first writes the results and reports
-        _print_summary(ctx.results_dir)
+        _print_summary(ctx.results_dir, written)
         out.print(f"report -> {write_report(ctx.results_dir)}", markup=False)
     sync("results written")
 
 
-def _print_summary(results_dir: Path):
+def _plan(configs: list[Path], profile: str, results_dir: Path):
+    """The command's experiments, with the wall time each took when its results file of this
+    profile was written (for the time left)."""
+    from fgsm_repro.progress import Plan
+    from fgsm_repro.results import read_results
+
+    took = {r["name"]: r["provenance"].get("wall_time_s") for r in read_results(results_dir)
+            if r["provenance"]["profile"] == profile}
+    return Plan([f"{c.stem} [{profile}]" for c in configs], [took.get(c.stem) for c in configs])
+
+
+def _print_summary(results_dir: Path, just_written: list[Path] | None = None):
+    """The paper-vs-measured rows: of the results files `just_written` (what this command
+    measured), or of everything in `results_dir`."""
     from fgsm_repro.report import summary_rows
     from fgsm_repro.results import scan_results
 
-    table = Table(title="paper vs measured (percent)")
+    files = None if just_written is None else {Path(p).name for p in just_written}
+    title = "paper vs measured (percent)" + (" — measured by this command" if files is not None else "")
+    table = Table(title=title)
     columns = ("claim", "metric", "paper", "measured", "band", "verdict", "profile")
     for col in columns:
         table.add_column(col)
-    for row in summary_rows(results_dir):
+    rows = summary_rows(results_dir, files)
+    for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
-    out.print(table)
+    if rows:
+        out.print(table, markup=False)
+    elif files is not None:
+        out.print("(no paper number among the claims just measured: see the report)", markup=False)
     for problem in scan_results(results_dir).unreadable:  # never skipped in silence
         print(f"warning: unreadable results file {problem}", file=sys.stderr)
 
@@ -319,16 +379,17 @@ def report(
     out.print(f"report -> {write_report(results_dir)}")
 
 
-@app.command()
+@app.command(cls=_BenchCommand)
 def bench(
-    only: Annotated[list[str] | None, typer.Argument(help="Workload names; none = all.")] = None,
+    only: Annotated[list[str] | None, typer.Argument(metavar="WORKLOADS", help="Workload names (below); none = all."
+                                                     )] = None,
     reps: Annotated[int, typer.Option(min=1, help="Timed repetitions per side, at least.")] = 5,
     min_seconds: Annotated[float, typer.Option(min=0.0, help="More repetitions for a short workload, until "
                                                              "its JAX side is timed this long.")] = 5.0,
     examples: Annotated[int, typer.Option(min=100, help="Training examples per timed epoch.")] = 10_000,
     quick: Annotated[bool, typer.Option(help="Tiny networks and data: checks the suite runs, times nothing real.")]
     = False,
-    threads: Annotated[int | None, typer.Option(help="PyTorch intra-op threads [default: torch's].")] = None,
+    threads: Annotated[int | None, typer.Option(help="PyTorch intra-op threads.", show_default="torch's")] = None,
     data_parallel: Annotated[bool, typer.Option(help="Split the JAX side across all devices (with XLA_FLAGS="
                                                      "--xla_force_host_platform_device_count=N on a CPU); "
                                                      "writes bench.dp<N>.json.")] = False,
@@ -356,8 +417,8 @@ def bench(
 
 @data_app.command("import")
 def data_import(
-    name: Annotated[str, typer.Argument(help="mnist or cifar10.")],
-    path: Annotated[Path, typer.Argument(help="Official files: MNIST IDX dir, CIFAR-10 archive, or "
+    name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or cifar10.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Official files: MNIST IDX dir, CIFAR-10 archive, or "
                                          "split/class image folder.")],
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option(help="Replace a different dataset already stored under that name.")] = False,
@@ -372,7 +433,7 @@ def data_import(
 
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[str, typer.Argument(help="mnist or cifar10.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or cifar10.")],
     from_path: Annotated[Path | None, typer.Option("--from", help="Import these official files instead of "
                                                    "downloading.")] = None,
     data_dir: DataDirOpt = None,
@@ -395,7 +456,8 @@ def data_prepare(
 
 
 @data_app.command("info")
-def data_info(name: Annotated[str, typer.Argument(help="mnist or cifar10.")], data_dir: DataDirOpt = None):
+def data_info(name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or cifar10.")],
+              data_dir: DataDirOpt = None):
     """Show the provenance of a prepared dataset."""
     from fgsm_repro.data.store import dataset_dir, default_data_dir, read_provenance, resolve_name
 

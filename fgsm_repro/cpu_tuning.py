@@ -140,5 +140,8 @@ def unroll_threefry() -> None:
 
 
 def applied() -> list[str]:
-    """The tunings in effect in this process (recorded with benchmark results)."""
-    return list(_applied)
+    """The tunings in effect in this process (recorded with results): none when JAX runs on an
+    accelerator, where XLA's CPU flags and the CPU lowering change nothing."""
+    import jax
+
+    return list(_applied) if jax.default_backend() == "cpu" else []

@@ -75,10 +75,12 @@ def _notes(target, rec: dict) -> str:
     return "; ".join(parts) or "—"
 
 
-def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
+def summary_rows(results_dir: Path = RESULTS_DIR, files: set[str] | None = None) -> list[dict]:
     """Per numeric claim measured (ci runs included): claim, metric, paper, measured, band,
-    verdict and profile, formatted for a terminal table."""
-    chosen = target_records(read_results(results_dir), include_ci=True)
+    verdict and profile, formatted for a terminal table. `files`: only the claims of these
+    results files (what one command has just measured), whatever else results/ holds."""
+    records = [r for r in read_results(results_dir) if files is None or r["_file"] in files]
+    chosen = target_records(records, include_ci=True)
     rows = []
     for t in TARGETS:
         rec = chosen.get(t)

@@ -28,6 +28,23 @@ def toy_task(seed=0, n=600):
     return x[:500], y[:500], x[500:], y[500:]
 
 
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """`fgsm-repro ARGV` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from fgsm_repro import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            cli.main(argv)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
 # Cases tried by the fuzz and property tests, by name: printed at the end of the test run (conftest's
 # terminal summary) and quoted in docs/guarantees.md.
 FUZZ_COUNTS: dict[str, int] = {}

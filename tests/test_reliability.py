@@ -4,10 +4,8 @@ race-free, unreadable and stale results reported, Ctrl-C says how to resume.
 The guarantees and the tests that prove them are listed in docs/guarantees.md.
 """
 
-import contextlib
 import dataclasses
 import errno
-import io
 import json
 import multiprocessing
 import os
@@ -27,6 +25,7 @@ from fgsm_repro.config.models import MODEL_OPTIONS
 from fgsm_repro.errors import ReproError
 from fgsm_repro.models import MODELS
 from fgsm_repro.results import read_results, scan_results, stale_reason
+from tests.helpers import run_cli
 
 T2 = REPO / "configs" / "t2_maxout240.yaml"
 CONV = REPO / "configs" / "t1_convmaxout.yaml"
@@ -36,18 +35,6 @@ def _config(tmp_path: Path, text: str, name: str = "bad.yaml", base: Path = T2) 
     path = tmp_path / name
     path.write_text(f"inherit: {base}\n{text}" if base else text)
     return path
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """`fgsm-repro ARGV` in this process: (exit code, stdout, stderr)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            cli.main(argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 # --- validation is total ---------------------------------------------------------------------------

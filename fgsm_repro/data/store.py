@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -37,7 +38,20 @@ import numpy as np
 from fgsm_repro.data.sources import CLASS_NAMES, IMAGE_SHAPE, SPLIT_SIZES, RawDataset, read_source
 from fgsm_repro.errors import ReproError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TFDS imports TensorFlow: keep its logs quiet
+
+@functools.cache
+def _tfds():
+    """TensorFlow Datasets, imported quietly: TensorFlow's and absl's start-up lines and TFDS's
+    progress output mean nothing to a user here. oneDNN's kernels are off (they announce
+    themselves on import); TensorFlow only stores and decodes images for fgsm-repro, no float math."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    tfds.disable_progress_bar()
+    return tfds
 
 # TFDS versions of the official builders; imports use the same so paths match.
 TFDS_VERSIONS = {"mnist": "3.0.1", "cifar10": "3.0.2", "cifar10_jpeg": "3.0.2"}
@@ -124,7 +138,7 @@ def verify(raw: RawDataset, expected_sizes: dict[str, int] | None = None) -> Non
 # --------------------------------------------------------------------------------------
 
 def _tfds_features(name: str):
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     return tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=IMAGE_SHAPE[name]),
@@ -146,9 +160,7 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
     (re-import is idempotent). A different dataset already in place is an error unless
     `force`. `expected_sizes` overrides the official split sizes (tests with tiny files).
     """
-    import tensorflow_datasets as tfds
-
-    tfds.disable_progress_bar()
+    tfds = _tfds()
     data_dir = Path(data_dir or default_data_dir())
     raw = read_source(name, path)
     verify(raw, expected_sizes)
@@ -180,16 +192,17 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{stored_name}-", dir=data_dir))
     try:
-        tfds.dataset_builders.store_as_tfds_dataset(
-            name=stored_name,
-            version=TFDS_VERSIONS[stored_name],
-            features=_tfds_features(name),
-            split_datasets={s: _examples(*v) for s, v in raw.splits.items()},
-            data_dir=staging,
-            description=f"{provenance['label']}; imported by fgsm-repro from {raw.source_format}",
-            file_format="array_record",
-            disable_shuffling=True,  # keep the official order (train[:50000] is the recipe's split)
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its "preparing ..." lines
+            tfds.dataset_builders.store_as_tfds_dataset(
+                name=stored_name,
+                version=TFDS_VERSIONS[stored_name],
+                features=_tfds_features(name),
+                split_datasets={s: _examples(*v) for s, v in raw.splits.items()},
+                data_dir=staging,
+                description=f"{provenance['label']}; imported by fgsm-repro from {raw.source_format}",
+                file_format="array_record",
+                disable_shuffling=True,  # keep the official order (train[:50000] is the recipe's split)
+            )
         staged = dataset_dir(stored_name, staging)
         (staged / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
         # Read back what TFDS wrote before it replaces anything.
@@ -236,7 +249,7 @@ def _check_reachable(name: str, data_dir: Path) -> None:
 
 
 def _download(urls: dict[str, str], download_dir: Path) -> dict[str, Path]:
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     manager = tfds.download.DownloadManager(download_dir=download_dir, register_checksums=False,
                                             force_checksums_validation=False)
@@ -283,7 +296,7 @@ def _info_from_provenance(name: str, p: dict) -> DatasetInfo:
 
 
 def _read_splits(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     builder = tfds.builder_from_directory(str(path))
     out = {}

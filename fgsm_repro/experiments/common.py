@@ -17,7 +17,6 @@ import numpy as np
 from jax.sharding import Mesh
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fgsm_repro import trainings
 from fgsm_repro.config import AttackSpec, ExperimentConfig, point_tag
@@ -28,6 +27,7 @@ from fgsm_repro.files import save_figure_atomic
 from fgsm_repro.objectives import Objective
 from fgsm_repro.pictures import pyplot  # noqa: F401  (the experiments draw with it)
 from fgsm_repro.processes import writes_files
+from fgsm_repro.progress import Plan, progress
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
 from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit, seeds_together_by_default
 
@@ -44,25 +44,14 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     # Evaluation and attack batches are split across this mesh's devices (None: one device).
     mesh: Mesh | None = None
+    # The experiments of the command running (experiment k of n, the time left); None: one training.
+    plan: Plan | None = None
 
     @contextlib.contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Any]:
-        """A progress bar; yields ``advance(record)`` to call once per epoch."""
-        if not self.show_progress or not self.console.is_terminal:  # a log gets no bar (nor its blank lines)
-            yield lambda record=None: None
-            return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[status]}"))
-        with Progress(*columns, console=self.console, transient=True) as bar:
-            task = bar.add_task(description, total=total, status="")
-
-            def advance(record: dict | None = None):
-                status = ""
-                if record:
-                    status = f"loss {record['loss']:.4f}" + (
-                        f"  val err {record['val_error']:.2f}%" if "val_error" in record else "")
-                bar.update(task, advance=1, status=status)
-
+    def progress(self, description: str, total: int | None) -> Iterator[Any]:
+        """Progress of one training (:func:`fgsm_repro.progress.progress`); yields ``advance(record)``
+        to call once per epoch."""
+        with progress(description, total, self.console, self.plan, self.show_progress) as advance:
             yield advance
 
 
