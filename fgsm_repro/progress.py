@@ -104,8 +104,8 @@ class TrainingProgress:
 def progress(description: str, total: int | None, console: Console, plan: Plan | None = None,
              show: bool = True) -> Iterator[Callable[[dict | None], None]]:
     """Yields ``advance(record)``, called once per epoch: a live line (bar, epoch, metrics, time
-    left) on a terminal; a plain line at the start, every LOG_EVERY_S seconds and at the end
-    otherwise. Markup in names ("[ci]") is shown as written."""
+    left) on a terminal; otherwise a plain line after the first epoch, every LOG_EVERY_S seconds
+    and at the end. Markup in names ("[ci]") is shown as written."""
     if not show:
         yield lambda record=None: None
         return
@@ -126,15 +126,15 @@ def progress(description: str, total: int | None, console: Console, plan: Plan |
 
             yield advance
         return
-    last = time.monotonic()
-    console.print(state.line(), markup=False, highlight=False, soft_wrap=True)
+    last = None  # the first epoch's line opens the log's lines: a failure before it leaves only its error
 
     def log_advance(record: dict | None = None):
         nonlocal last
         state.advance(record)
-        if time.monotonic() - last >= LOG_EVERY_S:
+        if last is None or time.monotonic() - last >= LOG_EVERY_S:
             last = time.monotonic()
             console.print(state.line(), markup=False, highlight=False, soft_wrap=True)
 
     yield log_advance
-    console.print(state.line() + " · done", markup=False, highlight=False, soft_wrap=True)
+    if last is not None:
+        console.print(state.line() + " · done", markup=False, highlight=False, soft_wrap=True)

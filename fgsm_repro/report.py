@@ -269,7 +269,7 @@ def _scaling(results_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def build_report(results_dir: Path = RESULTS_DIR) -> str:
+def build_report(results_dir: Path = RESULTS_DIR, claims_figure: str | None = None) -> str:
     records, unreadable = scan_results(results_dir)
     table, counts = claims_table(records)
     best = best_records(records)
@@ -298,6 +298,8 @@ def build_report(results_dir: Path = RESULTS_DIR) -> str:
            + "; ".join(f"`{u}`" for u in unreadable) + ". Re-run their experiments.", ""] if unreadable else []),
         "## Claims",
         "",
+        *([f"![Every claim: the paper's value in its tolerance band, and the measured value]({claims_figure})", ""]
+          if claims_figure else []),
         *table,
         "",
         "## Experiments",
@@ -311,8 +313,29 @@ def build_report(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join(lines)
 
 
+CLAIMS_FIGURE = "figures/claims.png"
+
+
+def claim_points(records: list[dict]) -> list[dict]:
+    """The numeric claims measured (paper, fast profiles), as :func:`fgsm_repro.curves.claims_figure` draws them."""
+    rows = []
+    for target, rec in target_records(records).items():
+        value = rec["measured"][target.claim].get(target.metric)
+        if target.paper is None or target.band is None or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        rows.append({"claim": target.claim, "metric": target.metric, "profile": rec["provenance"]["profile"],
+                     "paper": target.paper, "band": target.band, "measured": value, "within": target.within(value)})
+    return rows
+
+
 def write_report(results_dir: Path = RESULTS_DIR) -> Path:
+    """REPORT.md, and above its table the figure of every claim against the paper."""
     path = Path(results_dir) / "REPORT.md"
     if not writes_files():  # one of several processes: the first writes it
         return path
-    return write_atomic(path, build_report(results_dir))
+    from fgsm_repro.curves import claims_figure
+
+    points = claim_points(read_results(results_dir))
+    if points:
+        claims_figure(points, Path(results_dir) / CLAIMS_FIGURE)
+    return write_atomic(path, build_report(results_dir, claims_figure=CLAIMS_FIGURE if points else None))

@@ -31,6 +31,7 @@ from fgsm_repro.config import (
     point_tag,
     train_overrides,
 )
+from fgsm_repro.curves import save_history
 from fgsm_repro.data import Splits, make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import evaluate
@@ -105,6 +106,8 @@ def train_run(config: str | Path, profile: str, *, training: str | None = None, 
     point, result = points[kept], fits[kept]
     clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=_mesh(cfg))
     _save_params(run_dir, result.params)
+    if writes_files():
+        save_history(run_dir, result.history)
     config_file = Path(config).resolve()
     record = {"config": str(config_file), "config_from_run_dir": os.path.relpath(config_file, run_dir),
               "config_name": cfg.name, "resolved_config": cfg.model_dump(mode="json"), "profile": profile,

@@ -43,6 +43,24 @@ def test_reproduce_in_a_log_shows_progress_lines_and_only_the_rows_it_measured(t
     assert "experiment 1/1 · f2_logistic [ci] seed 0" in err and " · done" in err and "left" in err
     table = out[out.index("measured by this command"):]
     assert "F2.adv" in table and "T1.softmax" not in table
+    # Every training leaves its per-epoch records; the experiment, a learning-curve figure.
+    histories = list((tmp_path / "runs").rglob("history.json"))
+    assert histories and all(json.loads(h.read_text())[0]["loss"] > 0 for h in histories)
+    record = json.loads((results / "f2_logistic.ci.json").read_text())
+    assert (results / record["figures"]["learning curves"]).is_file()
+    report = (results / "REPORT.md").read_text()
+    assert "(figures/claims.png)" in report and (results / "figures" / "claims.png").is_file()
+    assert report.index("figures/claims.png") < report.index("| ID | metric |")  # above the table
+
+
+@pytest.mark.mnist
+def test_a_trained_run_keeps_its_history(tmp_path, mnist_data_dir):
+    from fgsm_repro.runs import train_run
+
+    record = train_run(REPO / "configs" / "f2_logistic.yaml", "ci", run_dir=tmp_path / "run", data_dir=mnist_data_dir)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len([r for r in history if "epoch" in r]) == record["epochs_run"]
+    assert all({"loss", "seconds"} <= set(r) for r in history)
 
 
 def test_the_gpu_check_says_so_and_stops_without_a_gpu(capsys):

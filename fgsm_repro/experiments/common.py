@@ -20,6 +20,7 @@ from rich.console import Console
 
 from fgsm_repro import trainings
 from fgsm_repro.config import AttackSpec, ExperimentConfig, point_tag
+from fgsm_repro.curves import save_history
 from fgsm_repro.data import Splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import attack_metrics, evaluate
@@ -46,6 +47,8 @@ class Context:
     mesh: Mesh | None = None
     # The experiments of the command running (experiment k of n, the time left); None: one training.
     plan: Plan | None = None
+    # Per-epoch records of the trainings of the experiment running, by label (its learning curves).
+    histories: dict[str, list[dict]] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Any]:
@@ -169,7 +172,12 @@ def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, s
                 on_epoch(record, params)
 
         checkpoints = Checkpoints(lambda seed: run_dir / f"seed{seed}-{tag}", f"{key}-{tag}") if key else None
-        return fit(trainer, splits, seeds, on_epoch=callback, checkpoints=checkpoints)
+        results = fit(trainer, splits, seeds, on_epoch=callback, checkpoints=checkpoints)
+    for seed, result in zip(seeds, results, strict=True):
+        ctx.histories[f"{cfg.name} seed {seed} {tag}"] = result.history
+        if key and writes_files():  # beside its checkpoints
+            save_history(run_dir / f"seed{seed}-{tag}", result.history)
+    return results
 
 
 def experiment_options(cfg: ExperimentConfig, options_type: type[BaseModel] | None,

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, read_yaml, train_overrides
+from fgsm_repro.curves import learning_curves
 from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
-from fgsm_repro.experiments.common import Context, Outcome, experiment_options
+from fgsm_repro.experiments.common import Context, Outcome, experiment_options, save_figure
 from fgsm_repro.models import MODELS, build_model
 from fgsm_repro.processes import require_data_parallel
 from fgsm_repro.reference import claim_ids
@@ -88,13 +89,18 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
     splits = make_splits(cfg.data, ctx.data_dir)
-    ctx = dataclasses.replace(ctx, mesh=data_mesh() if cfg.train.data_parallel else None)
+    ctx = dataclasses.replace(ctx, mesh=data_mesh() if cfg.train.data_parallel else None, histories={})
     together = cfg.seeds_together if cfg.seeds_together is not None else seeds_together_by_default()
     if together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
         outcomes = module.run_seeds(cfg, splits, cfg.seeds, ctx)
     else:
         outcomes = [module.run(cfg, splits, seed, ctx) for seed in cfg.seeds]
     measured, ci95 = aggregate(outcomes)
+    figures = dict(outcomes[0].figures)
+    if ctx.histories:
+        adversarial = cfg.train.early_stopping_on == "adversarial_error"
+        fig = learning_curves(ctx.histories, f"{cfg.name} [{cfg.profile}]: learning curves", adversarial)
+        figures["learning curves"] = save_figure(fig, f"{cfg.name}.learning", cfg.profile, ctx)
     record = ResultRecord(**{
         "name": cfg.name,
         "experiment": cfg.experiment,
@@ -105,7 +111,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
         "per_seed": {str(s): o.measured for s, o in zip(cfg.seeds, outcomes, strict=True)} if len(outcomes) > 1
         else {},
         "tables": outcomes[0].tables,
-        "figures": outcomes[0].figures,
+        "figures": figures,
         "deviations": cfg.deviations,
         "profile_note": cfg.profile_note,
         "notes": outcomes[0].notes,
