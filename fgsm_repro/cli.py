@@ -357,7 +357,8 @@ def _print_summary(results_dir: Path, just_written: list[Path] | None = None):
 @app.command()
 def report(
     results_dir: ResultsDirOpt = None,
-    list_ids: Annotated[bool, typer.Option("--list", help="List the claim IDs and exit.")] = False,
+    list_ids: Annotated[bool, typer.Option("--list", help="List the claim IDs, the paper's values and their "
+                                           "tolerance bands, and exit.")] = False,
 ):
     """Rebuild results/REPORT.md from results/*.json."""
     from fgsm_repro.files import check_writable
@@ -366,8 +367,13 @@ def report(
     from fgsm_repro.results import RESULTS_DIR
 
     if list_ids:
+        table = Table(title="claim IDs: the paper's numbers and their tolerance bands (fgsm_repro/reference.py)")
+        for col in ("claim", "metric", "paper", "band (±)", "what"):
+            table.add_column(col)
         for t in TARGETS:
-            out.print(f"{t.claim:20} {t.metric:24} paper {t.paper if t.paper is not None else '—'}")
+            table.add_row(t.claim, t.metric, "—" if t.paper is None else f"{t.paper:g}",
+                          "—" if t.band is None else f"{t.band:g}", t.description)
+        out.print(table, markup=False)
         return
     results_dir = Path(results_dir or RESULTS_DIR)
     if not results_dir.is_dir():
