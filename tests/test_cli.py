@@ -153,7 +153,7 @@ def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
 
     (first, _), (second, _) = reproduce("--data-parallel")
     assert "report ->" in first and "report ->" not in second
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["REPORT.md", "t1_softmax.ci.json"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["REPORT.md", "figures", "t1_softmax.ci.json"]
     two = json.loads((tmp_path / "two" / "t1_softmax.ci.json").read_text())
     assert two["provenance"]["device"]["process_count"] == 2 and two["provenance"]["config"]["train"]["data_parallel"]
 
@@ -247,7 +247,7 @@ def test_train_and_attack_in_two_processes_write_one_run(tmp_path, mnist_data_di
     run_dir, out = tmp_path / "run", tmp_path / "attack.json"
     both("train", str(config), "--run-dir", str(run_dir), "--quiet", says="trained")
     both("attack", str(run_dir), "--out", str(out), "--save-examples", "4", says="metrics ->")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "final", "run.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "final", "history.json", "run.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attack.examples.npz", "attack.examples.png", "attack.json",
                                                            "run", "tiny.yaml"]
     two = json.loads((run_dir / "run.json").read_text())
