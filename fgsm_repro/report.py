@@ -81,6 +81,7 @@ def summary_rows(results_dir: Path = RESULTS_DIR, files: set[str] | None = None)
     results files (what one command has just measured), whatever else results/ holds."""
     records = [r for r in read_results(results_dir) if files is None or r["_file"] in files]
     chosen = target_records(records, include_ci=True)
+    stale = {rec["_file"]: stale_reason(rec) for rec in chosen.values()}  # once per record, not per row
     rows = []
     for t in TARGETS:
         rec = chosen.get(t)
@@ -91,7 +92,7 @@ def summary_rows(results_dir: Path = RESULTS_DIR, files: set[str] | None = None)
         rows.append({"claim": t.claim, "metric": t.metric, "paper": f"{t.paper:g}",
                      "measured": "—" if value is None else f"{value:.2f}", "band": f"±{t.band:g}",
                      "verdict": {True: "within", False: "OUTSIDE", None: "—"}[within]
-                     + (" (stale)" if stale_reason(rec) else ""),
+                     + (" (stale)" if stale[rec["_file"]] else ""),
                      "profile": rec["provenance"]["profile"]})
     return rows
 
@@ -151,7 +152,8 @@ def experiment_section(rec: ResultRecord) -> list[str]:
     p = rec["provenance"]
     ds = p["dataset"]
     out = [f"### {rec['name']} — `{p['profile']}` profile ({', '.join(rec['claims'])})", ""]
-    changed, stale = config_changed(rec), stale_reason(rec)
+    changed = config_changed(rec)
+    stale = None if changed else stale_reason(rec)  # the dataset's part: the config's is `changed`
     if changed:
         out += [f"**Stale**: `configs/{rec['name']}.yaml` ({p['profile']} profile) has changed in what it runs since "
                 "this run; these numbers are from the config recorded below. `fgsm-repro reproduce --stale "

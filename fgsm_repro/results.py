@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, TypedDict
 import jax
 
 from fgsm_repro import cpu_tuning, files
-from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, migrate_legacy
+from fgsm_repro.config import PROFILES, ExperimentConfig, experiment_configs, load_config, migrate_legacy
 from fgsm_repro.data import DatasetInfo
 from fgsm_repro.errors import ReproError
 from fgsm_repro.trainings import reused_training_hashes
@@ -159,7 +159,7 @@ def scan_results(results_dir: Path = RESULTS_DIR) -> ResultsScan:
         if "measured" not in record:
             continue
         if not isinstance(record.get("measured"), dict) or not isinstance(record.get("provenance"), dict) \
-                or record["provenance"].get("profile") not in ("paper", "fast", "ci"):
+                or record["provenance"].get("profile") not in PROFILES:
             unreadable.append(f"{path.name}: not a results record (measured / provenance.profile missing)")
             continue
         record["_file"] = path.name
