@@ -144,7 +144,9 @@ def _parse_params(params: list[str]) -> dict:
 
 @app.command()
 def attack(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run dir written by `fgsm-repro train`.")],
+    run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="A run dir: `fgsm-repro train`'s, or an experiment's training under "
+                                "runs/CONFIG.PROFILE/seedN-TRAINING.")],
     attack_name: Annotated[str | None, typer.Option("--attack", help="fgsm, fgm, bim, pgd, deepfool, jsma or cw.",
                                                     show_default="the config's")] = None,
     eps: Annotated[float | None, typer.Option(help="Size of the perturbation in the attack's norm, for the attacks "
@@ -238,6 +240,8 @@ def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_
                        for k, label in (("l0", "L0"), ("l2", "L2"), ("linf", "L∞")) if norms[k]["mean"] is not None)
     out.print(f"perturbations of the {norms['examples']} examples fooled: {shown or '-'}\n"
               f"{1000 * adv['seconds_per_example']:.3g} ms per example", markup=False)
+    if adv.get("target_hit") is not None:
+        out.print(f"classified as their target: {_pct(adv['target_hit'])} of the examples", markup=False)
     info = run.record
     record = {"run_dir": str(Path(run.run_dir).resolve()), "attack": spec.model_dump(mode="json"), "space": space,
               "examples": len(y), "clean": clean, "adversarial": adv,

@@ -65,9 +65,23 @@ def victim(model: nn.Module, objective: Objective, params) -> Victim:
                   predict=lambda x: objective.predict(logits(x)))
 
 
+def _targets(attack: AttackFn, victim_: Victim, x, y, key):
+    """The classes a targeted attack steps toward on the batch (None: an untargeted attack): the
+    labels given when `targeted`, else the attack spec's `target` (one class, a random other one or
+    the least likely), drawn as the attack draws them."""
+    if getattr(attack, "targeted", False):
+        return y
+    if getattr(attack, "target", None) is None:
+        return None
+    if getattr(attack, "labels", "true") == "predicted":
+        y = victim_.predict(x)
+    return attack.targets(victim_, x, y, key)
+
+
 @functools.partial(cpu_tuning.jit_per_model, attack=True, static_argnums=(0, 1, 2))
 def _attack_batch(model, objective, attack, params, x, y, key):
-    return attack(victim(model, objective, params), x, y, key)
+    victim_ = victim(model, objective, params)
+    return attack(victim_, x, y, key), _targets(attack, victim_, x, y, key)
 
 
 def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
@@ -75,6 +89,11 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
                          mesh: Mesh | None = None) -> np.ndarray:
     """``attack(victim, x, y, key)`` — an attack spec of :mod:`fgsm_repro.config.attacks`, or any
     hashable pure function of that signature — applied to all of `x`, generated on `model` itself."""
+    return _adversarial_and_targets(model, objective, params, x, y, attack, batch_size, key=key, mesh=mesh)[0]
+
+
+def _adversarial_and_targets(model, objective, params, x, y, attack, batch_size=EVAL_BATCH, *, key=None, mesh=None):
+    """The adversarial examples of all of `x`, and the targets of a targeted attack (else None)."""
     check_finite(x)
     params = _placed(params, mesh)
     key = jax.random.PRNGKey(ATTACK_KEY) if key is None else key
@@ -84,7 +103,9 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
     out = [_attack_batch(model, objective, attack, params, put_eval_batch(x[s], mesh), put_eval_batch(y[s], mesh),
                          jax.random.fold_in(key, s.start))
            for s in _batches(len(x), batch_size)]
-    return np.concatenate([to_host(o) for o in out])
+    x_adv = np.concatenate([to_host(o[0]) for o in out])
+    targeted = bool(out) and out[0][1] is not None
+    return x_adv, np.concatenate([to_host(o[1]) for o in out]) if targeted else None
 
 
 def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray, *,
@@ -98,12 +119,15 @@ def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: n
 def attack_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray, attack: AttackFn, *,
                    mesh: Mesh | None = None, norms: bool = False) -> tuple[dict, np.ndarray]:
     """Metrics of `model` on the examples `attack` generates on it, and the examples. With
-    `norms`, also the perturbation sizes (L0, L2, L∞) and the attack's seconds per example."""
+    `norms`, also the perturbation sizes (L0, L2, L∞) and the attack's seconds per example. A
+    targeted attack adds ``target_hit``: the percentage of examples classified as their target."""
     start = time.perf_counter()
-    x_adv = adversarial_examples(model, objective, params, x, y, attack, mesh=mesh)
+    x_adv, targets = _adversarial_and_targets(model, objective, params, x, y, attack, mesh=mesh)
     seconds = time.perf_counter() - start
     pred, confidence, _ = predict(model, objective, params, x_adv, mesh=mesh)
     metrics = summarize(pred, confidence, y)
+    if targets is not None:
+        metrics["target_hit"] = float(100 * np.mean(pred == targets)) if len(pred) else None
     if norms:  # the sizes of the perturbations that turned a right answer wrong
         fooled = (predict(model, objective, params, x, mesh=mesh)[0] == y) & (pred != y)
         metrics |= {"norms": perturbation_norms(x, x_adv, fooled), "seconds_per_example": seconds / max(len(x), 1)}

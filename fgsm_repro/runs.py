@@ -1,5 +1,6 @@
-"""Run directories of `fgsm-repro train`: a config's model trained for one seed, its final
-parameters and a run record, and the way back from a run directory to the trained model.
+"""Run directories: a config's model trained for one seed, its final parameters and a run record,
+and the way back from a run directory to the trained model. `fgsm-repro train` writes one per
+command; every training inside an experiment leaves one beside its checkpoints.
 
 A run directory holds ``checkpoints/`` (orbax, for resuming), ``final/`` (the trained parameters)
 and ``run.json`` (what was trained, on which data, and how well). Both files appear in one rename
@@ -39,7 +40,7 @@ from fgsm_repro.files import check_writable, write_json
 from fgsm_repro.objectives import Objective
 from fgsm_repro.processes import require_data_parallel, sync, writes_files
 from fgsm_repro.sharding import data_mesh
-from fgsm_repro.train import Checkpoints, Trainer, fit
+from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit
 
 RECORD, FINAL = "run.json", "final"
 
@@ -104,23 +105,48 @@ def train_run(config: str | Path, profile: str, *, training: str | None = None, 
                     checkpoints=Checkpoints(lambda _, folder=folder: run_dir / folder, key))
     kept = trainings.kept_point(fits)
     point, result = points[kept], fits[kept]
-    clean = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=_mesh(cfg))
-    _save_params(run_dir, result.params)
     if writes_files():
         save_history(run_dir, result.history)
+    return write_run(run_dir, config, cfg, training, point, seed, result, splits, mesh=_mesh(cfg),
+                     wall_time_s=round(time.perf_counter() - start, 2), always=True)
+
+
+def write_run(run_dir: Path, config: str | Path, cfg: ExperimentConfig, training: str, point: dict, seed: int,
+              result: FitResult, splits: Splits, *, mesh=None, wall_time_s: float | None = None,
+              always: bool = False) -> dict:
+    """Make `run_dir` a run directory of training `training` (grid point `point`) of `cfg` for
+    `seed`: the trained parameters in ``final/`` and the record in ``run.json``, which `fgsm-repro
+    attack` and :func:`load_run` read. Unless `always`, a run dir already holding this very
+    training (same hash, seed and best epoch) is left as it is. Returns the record."""
+    run_dir = Path(run_dir).resolve()
     config_file = Path(config).resolve()
     record = {"config": str(config_file), "config_from_run_dir": os.path.relpath(config_file, run_dir),
-              "config_name": cfg.name, "resolved_config": cfg.model_dump(mode="json"), "profile": profile,
+              "config_name": cfg.name, "resolved_config": cfg.model_dump(mode="json"), "profile": cfg.profile,
               "training": training, "point": point,
               "seed": seed, "run_dir": str(run_dir), "config_hash": cfg.hash(),
               "training_hash": cfg.training_hash(training, point), "model": cfg.model_of(training).name,
               "dataset": splits.info.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-              "val_error": result.best_val_error, "test_error": clean["error"],
-              "wall_time_s": round(time.perf_counter() - start, 2)}
+              "val_error": result.best_val_error}
+    if not always and _holds(run_dir, record):
+        return json.loads((run_dir / RECORD).read_text())
+    model, objective = trainings.build_model_of(cfg, training)
+    record["test_error"] = evaluate(model, objective, result.params, splits.x_test, splits.y_test, mesh=mesh)["error"]
+    record["wall_time_s"] = wall_time_s
+    _save_params(run_dir, result.params)
     if writes_files():
         write_json(run_dir / RECORD, record)
     sync("run written")  # no process ends before the run is complete on disk
     return record
+
+
+def _holds(run_dir: Path, record: dict) -> bool:
+    """Whether `run_dir` already holds the trained run `record` describes (its parameters and record)."""
+    try:
+        kept = json.loads((run_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    same = ("training_hash", "seed", "point", "best_epoch", "epochs_run", "config_hash")
+    return (run_dir / FINAL).is_dir() and all(kept.get(k) == record[k] for k in same)
 
 
 def _save_params(run_dir: Path, params) -> None:
@@ -165,7 +191,8 @@ def load_run(run_dir: str | Path, *, data_parallel: bool | None = None, data_dir
     run_dir = Path(run_dir)
     record_path = run_dir / RECORD
     if not record_path.is_file():
-        raise ReproError(f"{run_dir}: not a trained run (no {RECORD}); train one with `fgsm-repro train CONFIG`")
+        raise ReproError(f"{run_dir}: not a trained run (no {RECORD}); train one with `fgsm-repro train CONFIG`, or "
+                         "run its experiment with `fgsm-repro reproduce`")
     try:
         record = json.loads(record_path.read_text())
         config, trained_hash = record["config"], record["training_hash"]

@@ -255,6 +255,34 @@ def test_every_attack_runs_through_evaluation_with_predicted_labels_and_refuses_
         adversarial_examples(model, objective, params, x, y, parse_attack({"name": "deepfool"}))
 
 
+def test_target_hit_counts_the_examples_classified_as_the_targets_the_attack_drew():
+    from fgsm_repro.attacks.common import random_other
+    from fgsm_repro.config.attacks import TARGET_STREAM
+    from fgsm_repro.evaluation import ATTACK_KEY, attack_metrics, predict
+    from fgsm_repro.models import build_model
+
+    model, objective = build_model("softmax_regression", {})
+    rng = np.random.default_rng(1)
+    x, y = rng.random((10, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 10).astype(np.int32)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+    params = jax.tree.map(lambda p: 0.5 * jax.random.normal(jax.random.PRNGKey(3), p.shape), params)
+    untargeted, _ = attack_metrics(model, objective, params, x, y, parse_attack({"name": "fgsm", "eps": 0.1}))
+    assert "target_hit" not in untargeted
+    # Random targets, drawn per batch as the attack draws them: the rate is against those very targets.
+    spec = parse_attack({"name": "bim", "eps": 1.0, "target": "random", "clip": [0, 1]})
+    metrics, x_adv = attack_metrics(model, objective, params, x, y, spec)
+    key = jax.random.fold_in(jax.random.PRNGKey(ATTACK_KEY), 0)
+    targets = np.asarray(random_other(jax.random.fold_in(key, TARGET_STREAM), jnp.asarray(y), 10))
+    pred = predict(model, objective, params, x_adv)[0]
+    assert metrics["target_hit"] == pytest.approx(100 * np.mean(pred == targets))
+    assert metrics["target_hit"] >= 80  # eps = 1 reaches almost any class of a linear model
+    # targeted: the labels given are the targets.
+    metrics, x_adv = attack_metrics(model, objective, params, x, (y + 1) % 10,
+                                    parse_attack({"name": "fgsm", "eps": 0.3, "targeted": True}))
+    pred = predict(model, objective, params, x_adv)[0]
+    assert metrics["target_hit"] == pytest.approx(100 * np.mean(pred == (y + 1) % 10))
+
+
 def test_the_attack_benchmark_runs_every_attack_and_refuses_a_bad_one_in_one_line():
     from fgsm_repro.config import experiment_configs, load_config
     from fgsm_repro.config.attacks import AttackSpec

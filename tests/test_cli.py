@@ -168,6 +168,34 @@ def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
     assert compared >= 8
 
 
+def test_every_training_of_an_experiment_is_a_run_dir_the_attack_command_reads(tmp_path, mnist_data_dir):
+    from fgsm_repro.config import experiment_configs
+    from fgsm_repro.experiments.common import Context
+    from fgsm_repro.experiments.runner import run_config
+
+    ctx = Context(data_dir=mnist_data_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+                  show_progress=False)
+    result = json.loads(run_config(experiment_configs()["t1_softmax"], "ci", ctx).read_text())
+    run_dir, = (tmp_path / "runs" / "t1_softmax.ci").glob("seed0-model*")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["training"] == "model" and record["profile"] == "ci" and record["seed"] == 0
+    assert record["test_error"] == pytest.approx(result["measured"]["T1.softmax"]["clean_error"])
+    written = (run_dir / "run.json").stat().st_mtime_ns
+    run_config(experiment_configs()["t1_softmax"], "ci", ctx)  # resumed, finished: the run dir is kept as it is
+    assert (run_dir / "run.json").stat().st_mtime_ns == written
+
+    out = tmp_path / "attack.json"
+    res = CliRunner().invoke(app, ["attack", str(run_dir), "--out", str(out), "--data-dir", str(mnist_data_dir)])
+    assert res.exit_code == 0, res.output
+    attacked = json.loads(out.read_text())
+    assert attacked["adversarial"]["error"] == pytest.approx(result["measured"]["T1.softmax"]["error"], abs=0.01)
+    assert "target_hit" not in attacked["adversarial"]
+    res = CliRunner().invoke(app, ["attack", str(run_dir), "--attack", "bim", "--param", "target=least_likely",
+                                   "--limit", "100", "--out", str(out), "--data-dir", str(mnist_data_dir)])
+    assert res.exit_code == 0 and "classified as their target" in res.output, res.output
+    assert 0 <= json.loads(out.read_text())["adversarial"]["target_hit"] <= 100
+
+
 @pytest.mark.slow  # a subprocess or a long training
 def test_repeated_runs_compile_nothing_again(tmp_path, mnist_data_dir, no_jax_cache_env):
     config, run_dir, cache = tmp_path / "tiny.yaml", tmp_path / "run", tmp_path / "jax-cache"

@@ -6,7 +6,8 @@ FGSM error from 89.4% to 17.9%; it leaves open how much of that survives stronge
    trained there (the config's ``trainings``).
 2. Every attack of ``options.attacks`` (label -> attack settings) runs white-box on both networks,
    on the first ``options.examples`` test images, true labels, inference mode. Per attack and
-   network: error, confidence on mistakes, the median L0 / L2 / L∞ size of the perturbations that
+   network: error, confidence on mistakes, for targeted attacks the rate of reaching the target
+   (classified as it), the median L0 / L2 / L∞ size of the perturbations that
    turned a right answer wrong, and milliseconds per example, compilation included (like-for-like
    speed is `fgsm-repro bench`'s) (X.attacks, one table and a bar chart).
 3. Curves (X.attack_curves): error vs ε for the L∞ attacks FGSM, BIM and PGD (their settings from
@@ -61,12 +62,14 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
             m, x_adv = attack_metrics(*model, x, y, attack, mesh=ctx.mesh, norms=True)
             norms = m["norms"]
             rows.append({"network": name, "attack": label, "settings": attack.describe(), "error": m["error"],
-                         "confidence_mistakes": m["confidence_mistakes"],
+                         "confidence_mistakes": m["confidence_mistakes"], "target_hit": m.get("target_hit"),
                          **{f"median_{k}": norms[k]["median"] for k in ("l0", "l2", "linf")},
                          "fooled": norms["examples"],
                          "ms_per_example_with_compile": 1000 * m["seconds_per_example"]})
             measured[f"{name}_{label}_error"] = m["error"]
             measured[f"{name}_{label}_median_l2"] = norms["l2"]["median"]
+            if m.get("target_hit") is not None:
+                measured[f"{name}_{label}_target_hit"] = m["target_hit"]
             if label in L2_CURVES:
                 minimal[label] = _minimal_l2(*model, x, y, x_adv, ctx)
         measured[f"{name}_clean_error"] = clean["error"]

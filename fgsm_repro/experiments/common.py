@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from fgsm_repro import trainings
-from fgsm_repro.config import AttackSpec, ExperimentConfig, point_tag
+from fgsm_repro.config import AttackSpec, ExperimentConfig, experiment_configs, point_tag
 from fgsm_repro.curves import save_history
 from fgsm_repro.data import Splits
 from fgsm_repro.errors import ReproError
@@ -30,6 +30,7 @@ from fgsm_repro.pictures import pyplot  # noqa: F401  (the experiments draw with
 from fgsm_repro.processes import writes_files
 from fgsm_repro.progress import Plan, progress
 from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
+from fgsm_repro.runs import write_run
 from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit, seeds_together_by_default
 
 
@@ -82,7 +83,9 @@ class Trained:
 
 
 def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ctx: Context) -> list[Trained]:
-    """The trained models of training `name` of `cfg`, one per seed (several seeds step together).
+    """The trained models of training `name` of `cfg`, one per seed (several seeds step together),
+    each also left as a run directory (``runs/<config>.<profile>/seed<N>-<training>``, its
+    parameters and ``run.json``) that `fgsm-repro attack` reads.
 
     With a grid, one run per point; each seed keeps the point with the lowest validation error
     (the paper leaves these settings unstated; paper-targets §2 asks for choosing them on the
@@ -96,17 +99,26 @@ def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ct
     model, objective = trainings.build_model_of(cfg, name)
     points = spec.points()
     fits = [fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, seeds, ctx,
-                              tag=f"{name}-{point_tag(point)}" if point else name,
+                              tag=_tag(name, point),
                               key=cfg.training_hash(name, point))
             for point in points]
+    config_file = experiment_configs(cfg.folder).get(cfg.name, cfg.folder / f"{cfg.name}.yaml")
     out = []
-    for i, _ in enumerate(seeds):
+    for i, seed in enumerate(seeds):
         results = [runs[i] for runs in fits]
+        for point, result in zip(points, results, strict=True):  # a run dir `fgsm-repro attack` reads
+            write_run(ctx.runs_dir / f"{cfg.name}.{cfg.profile}" / f"seed{seed}-{_tag(name, point)}", config_file,
+                      cfg, name, point, seed, result, splits, mesh=ctx.mesh)
         rows = [{**point, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "val_error": r.best_val_error}
                 for point, r in zip(points, results, strict=True)]
         kept = trainings.kept_point(results)
         out.append(Trained(name, model, objective, results[kept].params, results[kept], points[kept], rows))
     return out
+
+
+def _tag(name: str, point: dict) -> str:
+    """The folder suffix of training `name` at grid `point` under ``runs/<config>.<profile>/``."""
+    return f"{name}-{point_tag(point)}" if point else name
 
 
 def train_members(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ctx: Context) -> list[Trained]:
