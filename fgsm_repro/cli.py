@@ -286,7 +286,7 @@ def reproduce(
 ):
     """Run the experiments that measure IDS with PROFILE, write results/*.json, rebuild the report."""
     from fgsm_repro.config import PROFILES
-    from fgsm_repro.experiments.runner import configs_for, run_config, stale_configs
+    from fgsm_repro.experiments.runner import configs_for, run_config, skipped_at, stale_configs
     from fgsm_repro.files import check_writable
     from fgsm_repro.processes import sync, writes_files
     from fgsm_repro.report import write_report
@@ -301,6 +301,10 @@ def reproduce(
     if stale:
         configs = stale_configs(configs, profile, ctx.results_dir, data_dir)
         out.print(f"stale [{profile}]: {', '.join(c.stem for c in configs) or 'none'}", markup=False)
+    for config, reason in skipped_at(configs, profile).items():
+        configs.remove(config)
+        if writes_files() and not quiet:
+            out.print(f"{config.stem} [{profile}]: not run at this profile: {reason}", markup=False, soft_wrap=True)
     # Before any training: a results or runs folder that cannot be written must not cost the work.
     for folder, what in ((ctx.results_dir, "results dir"), (ctx.runs_dir, "runs dir")) + (
             ((BASELINES_DIR, "baselines dir"),) if update_baselines else ()):

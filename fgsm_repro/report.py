@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fgsm_repro.config import experiment_configs, load_config
 from fgsm_repro.files import write_atomic
 from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
@@ -271,12 +272,25 @@ def _scaling(results_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def _left_to_paper() -> dict[str, str]:
+    """Claim ID -> a note for the claims of experiments that the reduced profiles do not run (their
+    ``skip``): they are measured at the paper profile only."""
+    out = {}
+    for path in experiment_configs().values():
+        skipping = [p for p in ("fast", "ci") if load_config(path, p).skip]
+        for claim in load_config(path, "paper").claims if skipping else []:
+            out[claim] = f"paper profile only: `{'`, `'.join(skipping)}` skip configs/{path.name}"
+    return out
+
+
 def build_report(results_dir: Path = RESULTS_DIR, claims_figure: str | None = None) -> str:
     records, unreadable = scan_results(results_dir)
     table, counts = claims_table(records)
     best = best_records(records)
     ci_only = {c for c in best_records(records, include_ci=True) if c not in best}
-    pending = [c + (" (ci smoke run only)" if c in ci_only else "") for c in claim_ids() if c not in best]
+    left = _left_to_paper()
+    pending = [c + (" (ci smoke run only)" if c in ci_only else "") + (f" ({left[c]})" if c in left else "")
+               for c in claim_ids() if c not in best]
     lines = [
         "# fgsm-repro: measured results beside the paper",
         "",

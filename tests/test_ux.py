@@ -53,6 +53,24 @@ def test_reproduce_in_a_log_shows_progress_lines_and_only_the_rows_it_measured(t
     assert report.index("figures/claims.png") < report.index("| ID | metric |")  # above the table
 
 
+def test_a_profile_that_leaves_an_experiment_to_the_paper_profile_says_so_and_runs_nothing(tmp_path):
+    from fgsm_repro.config import experiment_configs, load_config
+
+    skipping = [name for name, path in experiment_configs().items() if load_config(path, "fast").skip]
+    assert skipping == ["t2_adv1600", "t2_clean1600"]
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(REPO / "results" / "t1_softmax.paper.json", results)
+    code, out, err = run_cli(["reproduce", "T2.clean1600", "--profile", "fast", "--results-dir", str(results),
+                              "--runs-dir", str(tmp_path / "runs")])
+    assert code == 0, err
+    assert "t2_clean1600 [fast]: not run at this profile: left to the paper profile" in " ".join(out.split())
+    assert sorted(p.name for p in results.iterdir()) == ["REPORT.md", "figures", "t1_softmax.paper.json"]
+    assert not (tmp_path / "runs").exists()
+    pending = (results / "REPORT.md").read_text().split("## Not measured yet")[1]
+    assert "T2.clean1600 (paper profile only: `fast` skip configs/t2_clean1600.yaml)" in pending
+
+
 @pytest.mark.mnist
 def test_a_trained_run_keeps_its_history(tmp_path, mnist_data_dir):
     from fgsm_repro.runs import train_run

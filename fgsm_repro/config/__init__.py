@@ -300,6 +300,9 @@ class ExperimentConfig(_Strict):
     description: str = ""
     profile: Literal["paper", "fast", "ci"] = "paper"
     profile_note: str = ""
+    # Non-empty: this profile does not run the experiment, and this says why (e.g. a network too
+    # large to tell anything at the fast profile's length is left to the paper profile).
+    skip: str = ""
     # Where this experiment knowingly departs from the paper (shown in the report).
     deviations: list[str] = Field(default_factory=list)
     data: DataConfig = DataConfig()
@@ -402,7 +405,7 @@ class ExperimentConfig(_Strict):
                                     exclude={"train": {"data_parallel", "validate_every"}}))
 
 
-PROSE = {"name", "description", "deviations", "profile_note"}
+PROSE = {"name", "description", "deviations", "profile_note", "skip"}
 # Prose, and how the work is laid out on the machine (same results up to float rounding).
 NOT_HASHED = {**dict.fromkeys(PROSE, True), "seeds_together": True,
               "train": {"data_parallel": True, "validate_every": True}}

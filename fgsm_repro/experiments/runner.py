@@ -139,6 +139,12 @@ def configs_for(ids: list[str] | None) -> list[Path]:
     return chosen
 
 
+def skipped_at(configs: list[Path], profile: str) -> dict[Path, str]:
+    """Of `configs`, those that `profile` does not run (their ``skip``), with the reason each gives."""
+    reasons = {config: load_config(config, profile).skip for config in configs}
+    return {config: reason for config, reason in reasons.items() if reason}
+
+
 def stale_configs(configs: list[Path], profile: str, results_dir: Path, data_dir: Path | None = None) -> list[Path]:
     """Of `configs`, those whose results file of `profile` in `results_dir` is stale
     (:func:`fgsm_repro.results.stale_reason`); configs without a results file are not stale."""
