@@ -42,7 +42,14 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Reproduce 'Explaining and Harnessing Adversarial Examples' (Goodfellow et al., 2015)."""
 
 
-class _BenchCommand(typer.core.TyperCommand):
+class _Command(typer.core.TyperCommand):
+    """Usage lines in the usual form: a required argument bare (`CONFIG`), not in braces."""
+
+    def collect_usage_pieces(self, ctx):
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+class _BenchCommand(_Command):
     """`bench --help` lists the workloads (read when the help is asked for: the suite imports JAX)."""
 
     def get_help(self, ctx):
@@ -79,7 +86,7 @@ def _context(data_dir, results_dir=None, runs_dir=None, quiet=False):
 # train / attack
 # --------------------------------------------------------------------------------------
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment YAML (its data, model and train "
                                            "sections are used).")],
@@ -113,6 +120,7 @@ def train(
         out.print(f"trained {record['model']} on {record['dataset']['label']}: {record['epochs_run']} epochs "
                   f"(best {record['best_epoch']}), validation error {_pct(record['val_error'])}, "
                   f"test error {_pct(record['test_error'])}  ->  {record['run_dir']}")
+        _print_paper_rows(record["config"], profile, record["training"], "clean", {"error": record["test_error"]})
 
 
 def _pct(v):
@@ -142,7 +150,7 @@ def _parse_params(params: list[str]) -> dict:
     return settings
 
 
-@app.command()
+@app.command(cls=_Command)
 def attack(
     run_dir: Annotated[Path, typer.Argument(
         metavar="RUN_DIR", help="A run dir: `fgsm-repro train`'s, or an experiment's training under "
@@ -201,6 +209,9 @@ def attack(
     adv, x_adv = attack_metrics(model, run.objective, params_, x, y, spec, mesh=run.mesh, norms=True)
     if writes_files():  # of several processes, the first reports and writes
         _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_adv, start)
+        if spec == configured and space == "preprocessed" and len(y) == len(run.splits.y_test):
+            _print_paper_rows(run.record["config"], run.record["profile"], run.record["training"] or
+                              run.cfg.default_training(), "attack", adv)
     sync("attack written")
 
 
@@ -267,7 +278,7 @@ def _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_
 # reproduce / report
 # --------------------------------------------------------------------------------------
 
-@app.command()
+@app.command(cls=_Command)
 def reproduce(
     ids: Annotated[list[str] | None, typer.Argument(metavar="IDS", help="Claim IDs (e.g. T1.softmax F2.adv); none = "
                                                     "all (`fgsm-repro report --list` lists them).")] = None,
@@ -339,6 +350,30 @@ def _plan(configs: list[Path], profile: str, results_dir: Path):
     return Plan([f"{c.stem} [{profile}]" for c in configs], [took.get(c.stem) for c in configs])
 
 
+def _print_rows(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    columns = ("claim", "metric", "paper", "measured", "band", "verdict", "profile")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    out.print(table, markup=False)
+
+
+def _print_paper_rows(config: str | Path, profile: str, training: str, kind: str, measured: dict) -> None:
+    """The paper's numbers that `measured` (a training's clean test numbers, or the config's attack
+    on its whole test set) stands for, per the experiment's ``PAPER_ROWS``, with the verdicts."""
+    from fgsm_repro.config import load_config
+    from fgsm_repro.experiments import paper_rows
+    from fgsm_repro.reference import target
+    from fgsm_repro.report import paper_row
+
+    rows = [paper_row(target(claim, metric), measured.get(key), profile)
+            for claim, metric, key in paper_rows(load_config(config, profile), training, kind)]
+    if rows:
+        _print_rows(rows, f"paper vs measured (percent) — this {kind} run of training {training!r}")
+
+
 def _print_summary(results_dir: Path, just_written: list[Path] | None = None):
     """The paper-vs-measured rows: of the results files `just_written` (what this command
     measured), or of everything in `results_dir`."""
@@ -346,23 +381,16 @@ def _print_summary(results_dir: Path, just_written: list[Path] | None = None):
     from fgsm_repro.results import scan_results
 
     files = None if just_written is None else {Path(p).name for p in just_written}
-    title = "paper vs measured (percent)" + (" — measured by this command" if files is not None else "")
-    table = Table(title=title)
-    columns = ("claim", "metric", "paper", "measured", "band", "verdict", "profile")
-    for col in columns:
-        table.add_column(col)
     rows = summary_rows(results_dir, files)
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
     if rows:
-        out.print(table, markup=False)
+        _print_rows(rows, "paper vs measured (percent)" + (" — measured by this command" if files is not None else ""))
     elif files is not None:
         out.print("(no paper number among the claims just measured: see the report)", markup=False)
     for problem in scan_results(results_dir).unreadable:  # never skipped in silence
         print(f"warning: unreadable results file {problem}", file=sys.stderr)
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
     results_dir: ResultsDirOpt = None,
     list_ids: Annotated[bool, typer.Option("--list", help="List the claim IDs, the paper's values and their "
@@ -429,7 +457,7 @@ def bench(
 # data
 # --------------------------------------------------------------------------------------
 
-@data_app.command("import")
+@data_app.command("import", cls=_Command)
 def data_import(
     name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or cifar10.")],
     path: Annotated[Path, typer.Argument(metavar="PATH", help="Official files: MNIST IDX dir, CIFAR-10 archive, or "
@@ -445,7 +473,7 @@ def data_import(
     out.print(f"{info.name} {info.version}: {verb}; sha256 {info.sha256[:16]}…; {info.label}")
 
 
-@data_app.command("prepare")
+@data_app.command("prepare", cls=_Command)
 def data_prepare(
     name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or cifar10.")],
     from_path: Annotated[Path | None, typer.Option("--from", help="Import these official files instead of "
@@ -469,7 +497,7 @@ def data_prepare(
     out.print(f"{info.name} {info.version}: ready; sha256 {info.sha256[:16]}…; {info.label}")
 
 
-@data_app.command("info")
+@data_app.command("info", cls=_Command)
 def data_info(name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or cifar10.")],
               data_dir: DataDirOpt = None):
     """Show the provenance of a prepared dataset."""

@@ -148,6 +148,11 @@ def targets_for(claim: str) -> list[Target]:
     return [t for t in TARGETS if t.claim == claim]
 
 
+def target(claim: str, metric: str) -> Target:
+    """The paper's number `metric` of `claim`."""
+    return next(t for t in TARGETS if t.claim == claim and t.metric == metric)
+
+
 def claim_ids() -> list[str]:
     """All claim IDs, in the paper's order, without repetition."""
     return list(dict.fromkeys(t.claim for t in TARGETS))

@@ -88,14 +88,19 @@ def summary_rows(results_dir: Path = RESULTS_DIR, files: set[str] | None = None)
         rec = chosen.get(t)
         if rec is None or t.paper is None:
             continue
-        value = rec["measured"][t.claim].get(t.metric)
-        within = t.within(value) if value is not None else None
-        rows.append({"claim": t.claim, "metric": t.metric, "paper": f"{t.paper:g}",
-                     "measured": "—" if value is None else f"{value:.2f}", "band": f"±{t.band:g}",
-                     "verdict": {True: "within", False: "OUTSIDE", None: "—"}[within]
-                     + (" (stale)" if stale[rec["_file"]] else ""),
-                     "profile": rec["provenance"]["profile"]})
+        rows.append(paper_row(t, rec["measured"][t.claim].get(t.metric), rec["provenance"]["profile"],
+                              stale=bool(stale[rec["_file"]])))
     return rows
+
+
+def paper_row(target, value: float | None, profile: str, *, stale: bool = False) -> dict:
+    """One paper-vs-measured row for a terminal table: claim, metric, paper, measured, band,
+    verdict and profile."""
+    within = target.within(value) if value is not None else None
+    return {"claim": target.claim, "metric": target.metric, "paper": f"{target.paper:g}",
+            "measured": "—" if value is None else f"{value:.2f}", "band": f"±{target.band:g}",
+            "verdict": {True: "within", False: "OUTSIDE", None: "—"}[within] + (" (stale)" if stale else ""),
+            "profile": profile}
 
 
 def claims_table(records: list[dict]) -> tuple[list[str], dict]:
@@ -279,7 +284,8 @@ def _left_to_paper() -> dict[str, str]:
     for path in experiment_configs().values():
         skipping = [p for p in ("fast", "ci") if load_config(path, p).skip]
         for claim in load_config(path, "paper").claims if skipping else []:
-            out[claim] = f"paper profile only: `{'`, `'.join(skipping)}` skip configs/{path.name}"
+            out[claim] = (f"paper profile only: the `{'` and `'.join(skipping)}` profile{'s' * (len(skipping) > 1)} "
+                          f"skip{'s' * (len(skipping) == 1)} it, see configs/{path.name}")
     return out
 
 

@@ -168,6 +168,16 @@ def test_reproduce_in_two_processes_writes_one_result(tmp_path, mnist_data_dir):
     assert compared >= 8
 
 
+def test_train_prints_the_paper_row_its_clean_test_error_stands_for(tmp_path, mnist_data_dir):
+    res = CliRunner().invoke(app, ["train", str(REPO / "configs" / "f2_logistic.yaml"), "--profile", "ci",
+                                   "--run-dir", str(tmp_path / "run"), "--data-dir", str(mnist_data_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    shown = " ".join(res.output.split())
+    assert "this clean run of training 'model'" in shown
+    assert f"F2.clean │ error │ 1.6 │ {record['test_error']:.2f} │ ±0.25" in shown
+
+
 def test_every_training_of_an_experiment_is_a_run_dir_the_attack_command_reads(tmp_path, mnist_data_dir):
     from fgsm_repro.config import experiment_configs
     from fgsm_repro.experiments.common import Context
@@ -187,12 +197,17 @@ def test_every_training_of_an_experiment_is_a_run_dir_the_attack_command_reads(t
     out = tmp_path / "attack.json"
     res = CliRunner().invoke(app, ["attack", str(run_dir), "--out", str(out), "--data-dir", str(mnist_data_dir)])
     assert res.exit_code == 0, res.output
+    # The config's attack on the whole test set: the paper's rows it stands for, with the verdicts.
+    shown = " ".join(res.output.split())
+    assert "this attack run of training 'model'" in shown and "T1.softmax │ error │ 99.9" in shown
+    assert "confidence_m" in shown and "│ ci" in shown
     attacked = json.loads(out.read_text())
     assert attacked["adversarial"]["error"] == pytest.approx(result["measured"]["T1.softmax"]["error"], abs=0.01)
     assert "target_hit" not in attacked["adversarial"]
     res = CliRunner().invoke(app, ["attack", str(run_dir), "--attack", "bim", "--param", "target=least_likely",
                                    "--limit", "100", "--out", str(out), "--data-dir", str(mnist_data_dir)])
     assert res.exit_code == 0 and "classified as their target" in res.output, res.output
+    assert "T1.softmax" not in res.output  # another attack on 100 images stands for no paper number
     assert 0 <= json.loads(out.read_text())["adversarial"]["target_hit"] <= 100
 
 

@@ -24,7 +24,9 @@ def test_help_shows_bracketed_defaults_and_bench_lists_its_workloads():
 
     code, out, _ = run_cli(["train", "--help"])
     assert code == 0 and "[default: (the config's first)" in " ".join(out.split())
-    assert "CONFIG" in out and "<bool>" not in out
+    assert "train [OPTIONS] CONFIG\n" in out and "{" not in out.splitlines()[0] and "<bool>" not in out
+    code, out, _ = run_cli(["data", "import", "--help"])
+    assert "import [OPTIONS] NAME PATH\n" in out
     code, out, _ = run_cli(["bench", "--help"])
     assert code == 0 and all(f"{name}:" in out for name in WORKLOADS)
     code, out, _ = run_cli(["--help"])
@@ -68,7 +70,7 @@ def test_a_profile_that_leaves_an_experiment_to_the_paper_profile_says_so_and_ru
     assert sorted(p.name for p in results.iterdir()) == ["REPORT.md", "figures", "t1_softmax.paper.json"]
     assert not (tmp_path / "runs").exists()
     pending = (results / "REPORT.md").read_text().split("## Not measured yet")[1]
-    assert "T2.clean1600 (paper profile only: `fast` skip configs/t2_clean1600.yaml)" in pending
+    assert "T2.clean1600 (paper profile only: the `fast` profile skips it, see configs/t2_clean1600.yaml)" in pending
 
 
 @pytest.mark.mnist

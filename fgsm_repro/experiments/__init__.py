@@ -56,3 +56,12 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "attacks_mnist": attacks_mnist,
     "a_rubbish_cifar": a_rubbish_cifar,
 }
+
+
+def paper_rows(cfg, training: str, kind: str) -> list[tuple[str, str, str]]:
+    """(claim, metric, key) of the paper's numbers that one run of training `training` of `cfg`
+    measures, per its experiment's ``PAPER_ROWS`` (training -> kind -> rows): `kind` "clean" for
+    the clean test numbers (`fgsm-repro train`), "attack" for the config's attack on the whole test
+    set (`fgsm-repro attack`); `key` names the measured value. Only `cfg`'s own claims."""
+    rows = getattr(EXPERIMENTS.get(cfg.experiment), "PAPER_ROWS", {})
+    return [row for row in rows.get(training, {}).get(kind, ()) if row[0] in cfg.claims]

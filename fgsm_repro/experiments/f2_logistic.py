@@ -34,6 +34,8 @@ from fgsm_repro.experiments.common import (
 
 CLAIMS = ("F2.clean", "F2.adv", "F2.images")
 TRAININGS = ("model",)
+# What one `fgsm-repro train` / `attack` run of a training measures of the paper (paper_rows).
+PAPER_ROWS = {"model": {"clean": (("F2.clean", "error", "error"),), "attack": (("F2.adv", "error", "error"),)}}
 EXAMPLES_PER_CLASS = 5
 
 

@@ -20,6 +20,9 @@ from fgsm_repro.experiments.common import Context, Outcome, train
 CLAIMS = ("S6.noise_sign", "S6.noise_uniform")
 CLAIM_OF_TRAINING = {"random_sign": "S6.noise_sign", "uniform": "S6.noise_uniform"}
 TRAININGS = tuple(CLAIM_OF_TRAINING)
+# What one `fgsm-repro attack` run of a training measures of the paper (paper_rows).
+PAPER_ROWS = {name: {"attack": ((claim, "error", "error"), (claim, "confidence_mistakes", "confidence_mistakes"))}
+              for name, claim in CLAIM_OF_TRAINING.items()}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:

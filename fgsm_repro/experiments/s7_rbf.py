@@ -26,6 +26,9 @@ from fgsm_repro.experiments.common import Context, Outcome, clean_and_attacked, 
 
 CLAIMS = ("S7.rbf",)
 TRAININGS = ("model",)
+# What one `fgsm-repro attack` run measures of the paper (paper_rows).
+PAPER_ROWS = {"model": {"attack": (("S7.rbf", "error", "error"),
+                                   ("S7.rbf", "confidence_mistakes", "confidence_mistakes"))}}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:

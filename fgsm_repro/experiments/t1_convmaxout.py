@@ -38,6 +38,10 @@ from fgsm_repro.experiments.common import Context, Outcome, train
 
 CLAIMS = ("T1.convmaxout",)
 TRAININGS = ("model",)
+# What one `fgsm-repro train` / `attack` run of a training measures of the paper (paper_rows).
+PAPER_ROWS = {"model": {"clean": (("T1.convmaxout", "clean_error", "error"),),
+                        "attack": (("T1.convmaxout", "error", "error"),
+                                   ("T1.convmaxout", "wrong_label_probability", "confidence_mistakes"))}}
 
 
 class FromPixels(nn.Module):

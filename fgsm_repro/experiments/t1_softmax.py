@@ -22,6 +22,9 @@ from fgsm_repro.experiments.common import Context, Outcome, clean_and_attacked, 
 
 CLAIMS = ("T1.softmax",)
 TRAININGS = ("model",)  # and, optionally, "sensitivity"
+# What one `fgsm-repro train` / `attack` run of a training measures of the paper (paper_rows).
+PAPER_ROWS = {"model": {"attack": (("T1.softmax", "error", "error"),
+                                   ("T1.softmax", "confidence_mistakes", "confidence_mistakes"))}}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:

@@ -21,6 +21,8 @@ from fgsm_repro.experiments.common import Context, Outcome, Trained, train
 
 CLAIMS = ("T2.clean1600", "T2.adv1600")
 TRAININGS = ("model",)
+# What one `fgsm-repro train` run measures of the paper (paper_rows; a config keeps its own claim).
+PAPER_ROWS = {"model": {"clean": (("T2.clean1600", "error", "error"), ("T2.adv1600", "error", "error"))}}
 
 
 def run_seeds(cfg: ExperimentConfig, splits: Splits, seeds: list[int], ctx: Context) -> list[Outcome]:

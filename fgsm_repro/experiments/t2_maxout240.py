@@ -25,6 +25,15 @@ from fgsm_repro.experiments.common import Context, Outcome, pyplot, save_figure,
 CLAIMS = ("T1.maxout", "T2.clean240", "T2.adv240", "T2.adverr", "T2.transfer_a", "T2.transfer_b", "T2.conf",
           "F3.weights")
 TRAININGS = ("naive", "adversarial")
+# What one `fgsm-repro train` / `attack` run of a training measures of the paper (paper_rows).
+PAPER_ROWS = {
+    "naive": {"clean": (("T2.clean240", "error", "error"),),
+              "attack": (("T1.maxout", "error", "error"), ("T1.maxout", "confidence_mistakes", "confidence_mistakes"),
+                         ("T2.adverr", "error_naive", "error"))},
+    "adversarial": {"clean": (("T2.adv240", "error", "error"),),
+                    "attack": (("T2.adverr", "error_adv_trained", "error"),
+                               ("T2.conf", "confidence_mistakes", "confidence_mistakes"))},
+}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
