@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 
 from fgsm_repro.errors import ReproError
+from fgsm_repro.mpdbm import MPDBM
 from fgsm_repro.objectives import LOGISTIC, RBF, SIGMOID, SOFTMAX, Objective
 from fgsm_repro.ops.conv import Conv
 from fgsm_repro.ops.dropout import dropout_scale
@@ -225,6 +226,9 @@ MODELS: dict[str, ModelSpec] = {
     "maxout_mlp_sigmoid": ModelSpec(MaxoutMLP, SIGMOID),
     "rbf_network": ModelSpec(RBFNetwork, RBF),
     "conv_maxout": ModelSpec(ConvMaxout, SOFTMAX),
+    # §9's generative model: its logits are the label's, inferred by mean field; it trains on its
+    # own multi-prediction cost (MPDBM.training_cost), and attacks follow −log c_y through inference.
+    "mpdbm": ModelSpec(MPDBM, SOFTMAX),
 }
 
 

@@ -86,13 +86,16 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradient
 def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: np.ndarray, seed: int) -> TrainState:
     init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init(init_key, jnp.asarray(sample_x[:1]))["params"]
+    if hasattr(model, "init_from_data"):  # e.g. the MP-DBM's visible biases: the training pixels' logits
+        params = model.init_from_data(params, sample_x)
     return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params), rng=data_key)
 
 
 def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig) -> Callable:
     """``(params, x, y, key) -> (loss, grads)`` of the training objective.
 
-    Plain: J(θ, x, y) with dropout. Adversarial (§6): J̃ = α·J(x) + (1−α)·J(x + η) with
+    Plain: J(θ, x, y) with dropout, or the model's own ``training_cost(x, y)`` where it has one
+    (a generative model's, e.g. :class:`fgsm_repro.mpdbm.MPDBM`). Adversarial (§6): J̃ = α·J(x) + (1−α)·J(x + η) with
     η = ε·sign(∇ₓJ(x)) — ∇θ and ∇ₓ of the clean term come from one backward pass — or, for the
     noise controls, η = ±ε or U(−ε, ε) per pixel. η is a constant (no gradient flows through it).
     Each term draws its own dropout masks. With ``rubbish`` (Appendix A), each term's batch gains
@@ -105,8 +108,10 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
                                       x.dtype)
             x = jnp.concatenate([x, draws])
             y = jnp.concatenate([y, jnp.full((cfg.rubbish.per_batch,), cfg.rubbish.label, y.dtype)])
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
-        cost = objective.loss(logits, y).mean()
+        if hasattr(model, "training_cost"):  # a model with a cost of its own (the MP-DBM's multi-prediction)
+            cost = model.apply({"params": params}, x, y, rngs={"dropout": key}, method="training_cost").mean()
+        else:
+            cost = objective.loss(model.apply({"params": params}, x, train=True, rngs={"dropout": key}), y).mean()
         if cfg.l1:
             cost = cost + cfg.l1.coefficient * jnp.abs(params[cfg.l1.layer]["kernel"]).sum()
         return cost

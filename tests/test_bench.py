@@ -215,16 +215,17 @@ def test_flop_counts_by_hand():
     assert WORKLOADS["convmaxout_cifar_epoch"].flops(s) == 7 * (3 * sum(conv) - conv[0])
 
 
-def _product_flops(jaxpr) -> int:
-    """2·m·k·n of every dot_general in `jaxpr`, a loop's body counted once per iteration."""
+def _product_flops(jaxpr, only_products: bool = True) -> int:
+    """2·m·k·n of every dot_general in `jaxpr`, a loop's body counted once per iteration; with
+    `only_products`, the program must do nothing else."""
     flops = 0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "scan":
-            flops += eqn.params["length"] * _product_flops(eqn.params["jaxpr"])
+            flops += eqn.params["length"] * _product_flops(eqn.params["jaxpr"], only_products)
         elif eqn.primitive.name == "dot_general":
             (contracted, _), _ = eqn.params["dimension_numbers"]
             flops += 2 * np.prod(eqn.outvars[0].aval.shape) * eqn.invars[0].aval.shape[contracted[0]]
-        else:  # nothing but products: XLA folds the transposed weights into its dots; the loop counts
+        elif only_products:  # XLA folds the transposed weights into its dots; the loop counts
             assert eqn.primitive.name == "transpose" or all(v.aval.shape == () for v in eqn.outvars), eqn
     return flops
 
@@ -374,3 +375,38 @@ def test_data_parallel_bench_times_one_device_in_the_same_run(tmp_path):
     for w in record["workloads"]:
         assert f"| {w['name']} | {record['devices']} | {w['jax_seconds']:.3f} | {w['one_device_seconds']:.3f} | " \
                f"{w['scaling']:.2f}x |" in section
+
+
+def test_torch_mpdbm_cost_is_ours_on_the_same_weights_and_targets():
+    from fgsm_repro.bench.torch_side import MPDBM as TorchMPDBM
+    from fgsm_repro.mpdbm import MPDBM, Targets, multi_prediction_cost
+
+    model = MPDBM(units=(12, 9), steps=4, sparse_init=(None, None, None), weight_init=0.3)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 784)))["params"]
+    params = {**params, "visible": {"bias": jnp.linspace(-1, 1, 784)}}
+    twin = TorchMPDBM((12, 9), steps=4)
+    with torch.no_grad():
+        for name, layer in twin.named_layers().items():
+            layer.weight.copy_(torch.from_numpy(np.asarray(params[name]["kernel"]).T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.asarray(params[name]["bias"]).copy()))
+        twin.visible_bias.copy_(torch.from_numpy(np.asarray(params["visible"]["bias"]).copy()))
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 2, (5, 784)).astype(np.float32)
+    free, label_free = rng.integers(0, 2, (5, 784)).astype(np.float32), np.array([1, 0, 1, 1, 0], np.float32)
+    y = rng.integers(0, 10, 5)
+    ours = multi_prediction_cost(params, jnp.asarray(v), jnp.asarray(y), Targets(free, label_free), 4)
+    theirs = twin.cost_of(*(torch.from_numpy(a) for a in (v, free, label_free)), torch.from_numpy(y).long())
+    np.testing.assert_allclose(theirs.detach().numpy(), ours, rtol=1e-5)
+
+
+def test_mpdbm_flops_are_the_products_of_its_training_inference():
+    from fgsm_repro.bench.suite import mpdbm_forward_flops
+    from fgsm_repro.mpdbm import mean_field
+
+    w, s = WORKLOADS["mpdbm_epoch"], BenchSettings(examples=100, unit_scale=0.01)
+    model = w.model(s)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 784)))["params"]
+    v, y = jnp.zeros((1, 784)), jnp.zeros((1, 10))
+    traced = jax.make_jaxpr(lambda p: mean_field(p, v, v, y, jnp.ones((1, 1)), model.steps, label_first=True))(params)
+    assert _product_flops(traced.jaxpr, only_products=False) == mpdbm_forward_flops(model)
+    assert w.flops(s) == 3 * 100 * mpdbm_forward_flops(model)

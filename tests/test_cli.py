@@ -231,7 +231,7 @@ def test_repeated_runs_compile_nothing_again(tmp_path, mnist_data_dir, no_jax_ca
 @pytest.mark.parametrize("args, message", [
     (["attack", "/nonexistent-run"], "not a trained run"),
     (["reproduce", "T9.none"], "unknown claim ID"),
-    (["reproduce", "S9.mpdbm"], "has no experiment yet"),
+    (["reproduce", "F1.panda"], "has no experiment yet"),
     (["reproduce", "--profile", "huge"], "unknown profile"),
     (["train", "configs/does-not-exist.yaml"], "config file not found"),
     (["data", "info", "imagenet"], "unknown dataset"),

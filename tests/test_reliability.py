@@ -29,6 +29,7 @@ from tests.helpers import run_cli
 
 T2 = REPO / "configs" / "t2_maxout240.yaml"
 CONV = REPO / "configs" / "t1_convmaxout.yaml"
+MPDBM = REPO / "configs" / "s9_mpdbm.yaml"
 
 
 def _config(tmp_path: Path, text: str, name: str = "bad.yaml", base: Path = T2) -> Path:
@@ -69,14 +70,19 @@ def test_bad_values_are_refused_in_one_line_naming_file_and_field(tmp_path, text
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model: {options: {channels: [96, 192]}}", "one entry per conv layer"),
-    ("model: {options: {pools: [[4, 2], [4, 0], [2, 2]]}}", "field 'model.options.pools.1.1'"),
-    ("model: {options: {pads: [4, -3, 3]}}", "field 'model.options.pads.1'"),
+@pytest.mark.parametrize("base, text, message", [
+    (CONV, "model: {options: {channels: [96, 192]}}", "one entry per conv layer"),
+    (CONV, "model: {options: {pools: [[4, 2], [4, 0], [2, 2]]}}", "field 'model.options.pools.1.1'"),
+    (CONV, "model: {options: {pads: [4, -3, 3]}}", "field 'model.options.pads.1'"),
+    (MPDBM, "model: {options: {steps: 1}}", "field 'model.options.steps'"),
+    (MPDBM, "model: {options: {units: [500]}}", "field 'model.options.units.1'"),
+    (MPDBM, "model: {options: {sparse_init: [15, 0, 23]}}", "field 'model.options.sparse_init.1'"),
+    (MPDBM, "model: {options: {hidden_bias_init: [-0.7]}}", "one value per hidden layer"),
+    (MPDBM, "model: {options: {classifier: gibbs}}", "field 'model.options.classifier'"),
 ])
-def test_conv_maxout_options_are_checked(tmp_path, text, message):
+def test_conv_maxout_and_mpdbm_options_are_checked(tmp_path, base, text, message):
     with pytest.raises(ReproError, match=message.replace(".", r"\.")):
-        load_config(_config(tmp_path, text + "\n", base=CONV), "paper")
+        load_config(_config(tmp_path, text + "\n", base=base), "paper")
 
 
 def test_non_utf8_and_binary_configs_are_refused(tmp_path):

@@ -100,7 +100,8 @@ class Workload:
     description: str
     units: int
     # "clean", "adversarial", "ensemble", "fgsm", "pgd", "pgd_l2", "deepfool", "cw", "ensemble_fgsm"
-    # (FGSM against a whole ensemble), "conv", "cifar" (the CIFAR-10 recipe's epoch)
+    # (FGSM against a whole ensemble), "conv", "cifar" (the CIFAR-10 recipe's epoch), "mpdbm" (the
+    # MP-DBM's multi-prediction epoch; `units` is its first hidden layer, the others follow its config)
     kind: str
 
     @property
@@ -113,6 +114,8 @@ class Workload:
     def model(self, s: BenchSettings):
         from fgsm_repro.models import ConvMaxout, MaxoutMLP
 
+        if self.kind == "mpdbm":
+            return mpdbm_model(s.unit_scale)
         if self.convolutional:
             return ConvMaxout(channels=tuple(max(2, round(c * s.unit_scale)) for c in ConvMaxout.channels),
                               units=self.width(s))
@@ -141,6 +144,8 @@ class Workload:
         """The workload's dense-product FLOPs; None for DeepFool, whose steps per image vary."""
         if self.kind == "deepfool":
             return None
+        if self.kind == "mpdbm":  # every product of the unrolled inference, and both its gradients
+            return float(3 * mpdbm_forward_flops(self.model(s)) * self.examples(s))
         shapes = self.dense_shapes(s)
         forward = sum(2 * k * n for k, n in shapes)  # per example
         first_input_grad = 2 * shapes[0][0] * shapes[0][1]
@@ -172,6 +177,9 @@ WORKLOADS = {w.name: w for w in [
     Workload("convmaxout_cifar_recipe_epoch", "training epoch of the CIFAR-10 recipe as T1.convmaxout trains it: "
              "the same net, random crops (pad 8) and flips, conv lr scale .05, per-layer max-norms, linearly "
              "decaying lr, dropout", 500, "cifar"),
+    Workload("mpdbm_epoch", "multi-prediction training epoch of the MNIST MP-DBM as S9.mpdbm trains it "
+             "(784-2087-3200-10, 14 mean-field sweeps backpropagated, sampled pixels and targets, the "
+             "recipe's momentum, linear decay and max-norms)", 2087, "mpdbm"),
 ]}
 CONV_BATCH = 128  # the CIFAR-10 recipe's
 
@@ -196,9 +204,36 @@ def cifar_recipe() -> TrainConfig:
     return load_config(CONFIG_DIR / "t1_convmaxout.yaml").train
 
 
+def mpdbm_config():
+    """``configs/s9_mpdbm.yaml`` at its paper profile: the MP-DBM workload times what S9.mpdbm trains."""
+    from fgsm_repro.config import CONFIG_DIR, load_config
+
+    return load_config(CONFIG_DIR / "s9_mpdbm.yaml")
+
+
+def mpdbm_model(unit_scale: float = 1.0):
+    """S9.mpdbm's MP-DBM, its hidden layers times `unit_scale`."""
+    from fgsm_repro.models import build_model
+
+    options = dict(mpdbm_config().model_of("mpdbm").options)
+    options["units"] = [max(2, round(u * unit_scale)) for u in options["units"]]
+    return build_model("mpdbm", options)[0]
+
+
+def mpdbm_forward_flops(model) -> int:
+    """Per example, the dense products of the MP-DBM's training inference
+    (:func:`fgsm_repro.mpdbm.mean_field` with ``label_first``): the doubled pass, h¹ again with the
+    label's input, then each later sweep's six products."""
+    (n0, n1), d, k = model.units, model.visible, model.num_classes
+    sweep = 2 * d * n0 + 2 * n0 * n1 + 2 * n1 * k
+    return 2 * (d * n0 + n0 * n1 + n0 * n1 + n1 * k + (model.steps - 1) * sweep)
+
+
 def _train_config(w: Workload, s: BenchSettings) -> TrainConfig:
     if w.kind == "cifar":
         return cifar_recipe().model_copy(update={"epochs": 1, "data_parallel": s.data_parallel})
+    if w.kind == "mpdbm":
+        return mpdbm_config().train_of("mpdbm").model_copy(update={"epochs": 1, "data_parallel": s.data_parallel})
     return TrainConfig(epochs=1, **_recipe(w), data_parallel=s.data_parallel,
                        adversarial=dict(zip(("alpha", "eps"), ADVERSARIAL, strict=True))
                        if w.kind == "adversarial" else None)
@@ -328,7 +363,15 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
     import torch
     import torchattacks
 
-    from fgsm_repro.bench.torch_side import ConvMaxout, Maxout, MeanProbabilityEnsemble, Recipe, cw_l2, train_epoch
+    from fgsm_repro.bench.torch_side import (
+        MPDBM,
+        ConvMaxout,
+        Maxout,
+        MeanProbabilityEnsemble,
+        Recipe,
+        cw_l2,
+        train_epoch,
+    )
     from fgsm_repro.evaluation import EVAL_BATCH
 
     if s.threads:
@@ -355,11 +398,15 @@ def _torch_side(w: Workload, s: BenchSettings) -> list[Callable[[], Any]]:
         flax_model = w.model(s)
         x = x.permute(0, 3, 1, 2).contiguous()
         members = [ConvMaxout(flax_model.channels, units=flax_model.units)]
+    elif w.kind == "mpdbm":
+        flax_model = w.model(s)
+        members = [MPDBM(flax_model.units, flax_model.visible, flax_model.num_classes, flax_model.steps,
+                         flax_model.weight_init)]
     else:
         members = [Maxout(w.width(s)) for _ in range(s.ensemble if w.kind == "ensemble" else 1)]
     cfg = _train_config(w, s)
     steps = len(x) // cfg.batch_size
-    if w.kind == "cifar":
+    if w.kind in ("cifar", "mpdbm"):
         opt = cfg.optimizer
         recipes = [Recipe(m, steps, opt.learning_rate, momentum=opt.momentum, final_momentum=opt.final_momentum,
                           momentum_saturate_epoch=opt.momentum_saturate_epoch,
@@ -514,7 +561,7 @@ def _run_bench(names: list[str] | None, settings: BenchSettings, log: Callable[[
         sides = {"jax": jax_calls, "torch": torch_calls}
         if settings.data_parallel:  # scaling: the JAX side on one device, interleaved in the same run
             sides["one_device"] = _jax_side(w, s=replace(settings, data_parallel=False))
-        if w.flops(settings) is not None and w.kind not in ("clean", "adversarial", "ensemble") \
+        if w.flops(settings) is not None and w.kind not in ("clean", "adversarial", "ensemble", "mpdbm") \
                 and not settings.data_parallel:  # products alone
             sides["products"] = _products_side(w, settings)
         first_jax = sum(_time(call) for call in jax_calls)  # compiles

@@ -11,6 +11,56 @@ import torch
 import torch.nn.functional as F
 
 
+class MPDBM(torch.nn.Module):
+    """:class:`fgsm_repro.mpdbm.MPDBM`'s multi-prediction training cost in PyTorch: the same
+    binarisation, targets, mean-field sweeps (the doubled first pass, the label starting at
+    softmax(b²)) and cost, written with ``F.linear`` on each layer's weights both ways."""
+
+    def __init__(self, units: tuple[int, int] = (2087, 3200), visible: int = 784, num_classes: int = 10,
+                 steps: int = 14, weight_init: float = 0.00638830865761):
+        super().__init__()
+        self.steps = steps
+        self.hidden0 = torch.nn.Linear(visible, units[0])
+        self.hidden1 = torch.nn.Linear(*units)
+        self.label = torch.nn.Linear(units[1], num_classes)
+        self.visible_bias = torch.nn.Parameter(torch.zeros(visible))
+        _recipe_init(self.layers(), weight_init)  # the timing does not depend on the sparse initialisation
+
+    def named_layers(self) -> dict[str, torch.nn.Linear]:
+        return {"hidden0": self.hidden0, "hidden1": self.hidden1, "label": self.label}
+
+    def layers(self) -> list[torch.nn.Linear]:
+        return list(self.named_layers().values())
+
+    def cost(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per example, on intensities x (N, D) and labels y (N,): a binary sample of x, and each
+        pixel and label a target with probability ½."""
+        v = torch.bernoulli(x.flatten(1))
+        return self.cost_of(v, (torch.rand_like(v) < 0.5).to(v.dtype), (torch.rand(len(v)) < 0.5).to(v.dtype), y)
+
+    def cost_of(self, v: torch.Tensor, free: torch.Tensor, label_free: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per example, given the binary pixels v (N, D), which are targets (`free`, N × D; `label_free`, N)."""
+        w0, b0, w1, b1 = self.hidden0.weight, self.hidden0.bias, self.hidden1.weight, self.hidden1.bias
+        w2, b2, bv = self.label.weight, self.label.bias, self.visible_bias
+        label_free = label_free[:, None]
+        one_hot = F.one_hot(y, w2.shape[0]).to(v.dtype)
+        state = free * torch.sigmoid(bv).detach() + (1 - free) * v
+        h0 = torch.sigmoid(F.linear(2 * state, w0, b0))
+        h1 = torch.sigmoid(F.linear(2 * h0, w1, b1))
+        c = label_free * torch.softmax(b2, -1) + (1 - label_free) * one_hot
+        h1 = torch.sigmoid(F.linear(h0, w1, b1) + c @ w2)
+        for _ in range(self.steps - 1):
+            h0 = torch.sigmoid(F.linear(state, w0, b0) + h1 @ w1)
+            z_c = F.linear(h1, w2, b2)
+            z_v = h0 @ w0 + bv
+            state = free * torch.sigmoid(z_v) + (1 - free) * v
+            h1 = torch.sigmoid(F.linear(h0, w1, b1) + (label_free * torch.softmax(z_c, -1) + (1 - label_free) * one_hot)
+                               @ w2)
+        pixel_ce = F.binary_cross_entropy_with_logits(z_v, v, reduction="none")
+        label_nll = F.cross_entropy(z_c, y, reduction="none")
+        return ((free * pixel_ce).sum(-1) + label_free[:, 0] * label_nll) / v.shape[-1]
+
+
 @torch.no_grad()
 def _recipe_init(layers, weight_init: float) -> None:
     """The recipe's initialization: weights U(−weight_init, weight_init), zero biases."""
@@ -184,7 +234,8 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     return x
 
 
-def train_epoch(model: Maxout | ConvMaxout, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100,
+def train_epoch(model: Maxout | ConvMaxout | MPDBM, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int = 100,
                 adversarial: tuple[float, float] | None = None, shuffle: bool = True,
                 augment: tuple[int, bool] | None = None) -> float:
     """One epoch of minibatch SGD; with ``adversarial=(alpha, eps)`` the objective
@@ -209,7 +260,7 @@ def train_epoch(model: Maxout | ConvMaxout, recipe: Recipe, x: torch.Tensor, y: 
             ((1 - alpha) * adv).backward()  # accumulates into the parameter gradients
             loss = alpha * clean.detach() + (1 - alpha) * adv.detach()
         else:
-            loss = F.cross_entropy(model(xb), yb)
+            loss = model.cost(xb, yb).mean() if hasattr(model, "cost") else F.cross_entropy(model(xb), yb)
             loss.backward()
         recipe.step()
         total += loss.detach()

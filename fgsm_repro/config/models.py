@@ -8,7 +8,7 @@ a user (not named here) are checked when they are built.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -91,6 +91,25 @@ class RBFNetworkOptions(_Options):
     precision_init: Annotated[float, Field(gt=0, allow_inf_nan=False)] = None
 
 
+class MPDBMOptions(_Options):
+    units: tuple[Count, Count] = None  # the two hidden layers
+    num_classes: Classes = None
+    visible: Count = None  # pixels per image
+    steps: Annotated[int, Field(strict=True, ge=2, le=1000)] = None  # mean-field sweeps, the first doubled
+    # Per layer (hidden0, hidden1, label): nonzero N(0, 1) incoming weights per unit, or null for
+    # U(-weight_init, weight_init).
+    sparse_init: tuple[Count | None, Count | None, Count | None] = None
+    weight_init: Annotated[float, Field(gt=0, allow_inf_nan=False)] = None
+    hidden_bias_init: tuple[Annotated[float, Field(allow_inf_nan=False)], ...] = None
+    classifier: Literal["multi_inference", "mean_field"] = None
+
+    @model_validator(mode="after")
+    def _one_bias_per_hidden_layer(self):
+        if self.hidden_bias_init is not None and len(self.hidden_bias_init) != 2:
+            raise ValueError("hidden_bias_init needs one value per hidden layer (2)")
+        return self
+
+
 MODEL_OPTIONS: dict[str, type[_Options]] = {
     "softmax_regression": SoftmaxRegressionOptions,
     "logistic_regression": LogisticRegressionOptions,
@@ -98,4 +117,5 @@ MODEL_OPTIONS: dict[str, type[_Options]] = {
     "maxout_mlp_sigmoid": MaxoutMLPOptions,
     "rbf_network": RBFNetworkOptions,
     "conv_maxout": ConvMaxoutOptions,
+    "mpdbm": MPDBMOptions,
 }
