@@ -90,18 +90,22 @@ def mean_field(params, v: jax.Array, v_free: jax.Array | float, y: jax.Array, y_
     if label_first:
         h1 = jax.nn.sigmoid(h0 @ w1 + label(jnp.broadcast_to(b2, y.shape)) @ w2.T + b1)
 
+    # Every pixel clamped (plain mean field): the sweeps skip the pixels' update, a D×H⁰ product each.
+    clamped = isinstance(v_free, int | float) and v_free == 0
+
     def sweep(carry, _):
-        state, h1, _, _ = carry
+        state, h0, h1, z_v, _ = carry
         h0 = jax.nn.sigmoid(state @ w0 + h1 @ w1.T + b0)
         z_c = h1 @ w2 + b2
-        z_v = h0 @ w0.T + bv
-        state = pixels(z_v)
+        if not clamped:
+            z_v = h0 @ w0.T + bv
+            state = pixels(z_v)
         h1 = jax.nn.sigmoid(h0 @ w1 + label(z_c) @ w2.T + b1)
-        return (state, h1, z_v, z_c), None
+        return (state, h0, h1, z_v, z_c), None
 
-    start = (state, h1, jnp.zeros_like(v), jnp.zeros(y.shape, v.dtype))
-    (_, _, z_v, z_c), _ = jax.lax.scan(sweep, start, length=steps - 1)
-    return z_v, z_c
+    start = (state, h0, h1, jnp.zeros_like(v), jnp.zeros(y.shape, v.dtype))
+    (_, h0, _, z_v, z_c), _ = jax.lax.scan(sweep, start, length=steps - 1)
+    return (h0 @ w0.T + bv if clamped else z_v), z_c
 
 
 def multi_prediction_cost(params, v: jax.Array, y: jax.Array, targets: Targets, steps: int) -> jax.Array:

@@ -91,6 +91,26 @@ def test_mean_field_matches_a_numpy_reference(label_first):
     np.testing.assert_allclose(z_c, ref_c, rtol=1e-5, atol=1e-5)
 
 
+def test_clamped_pixels_skip_their_update_and_change_nothing():
+    params = _params()
+    rng = np.random.default_rng(3)
+    v = jnp.asarray(rng.uniform(0, 1, (4, 6)), jnp.float32)
+    y, y_free = jnp.zeros((4, 3)), 1.0
+
+    def run(v_free):
+        return mean_field(params, v, v_free, y, y_free, 5)
+
+    for skipped, full in zip(run(0.0), run(jnp.zeros_like(v)), strict=True):  # the same logits
+        np.testing.assert_allclose(skipped, full, rtol=1e-6, atol=1e-6)
+
+    def products_per_sweep(v_free):
+        jaxpr = jax.make_jaxpr(lambda x: run(v_free))(v)
+        scan = next(eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan")
+        return str(scan.params["jaxpr"]).count("dot_general")
+
+    assert products_per_sweep(0.0) == products_per_sweep(jnp.zeros_like(v)) - 1
+
+
 def test_mean_field_reaches_a_fixed_point_of_the_mean_field_equations():
     params = _params(scale=0.3)  # small weights: the updates contract
     x = np.random.default_rng(2).uniform(0, 1, (3, 6)).astype(np.float32)
