@@ -15,6 +15,7 @@ import glob
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ except ImportError:  # Windows
 
 TEMP_SUFFIX = ".tmp"
 # A writer locks its temporary file right after creating it; one this old and unlocked is abandoned.
+# One whose writer (named in the file's name) is a process of this host that has ended is
+# abandoned at any age.
 ABANDONED_AFTER_S = 2.0
 
 
@@ -47,7 +50,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=TEMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             _lock(f.fileno(), blocking=True)  # held until closed: after the rename
             f.write(payload)
@@ -80,6 +83,26 @@ def _lock(fd: int, blocking: bool) -> bool:
         return False
 
 
+def _writer() -> str:
+    """This process, as a temporary file's name carries it: host and process ID."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _writer_ended(name: str) -> bool:
+    """Whether the writer in a temporary file's `name` ("<host>-<pid>.<random>") is a process of
+    this host that no longer runs (False when unsure: another host, or no writer in the name)."""
+    host, _, pid = name.rpartition(".")[0].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, as another user
+        return False
+    return False
+
+
 def _remove_abandoned(path: Path) -> None:
     """Delete the temporary files of `path` whose writer is gone (a kill mid-write): a live
     writer holds the lock on its own."""
@@ -87,7 +110,8 @@ def _remove_abandoned(path: Path) -> None:
         return
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
-            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:  # maybe created, not yet locked
+            young = time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S  # maybe created, not yet locked
+            if young and not _writer_ended(tmp.name[len(path.name) + 2:-len(TEMP_SUFFIX)]):
                 continue
             fd = os.open(tmp, os.O_RDONLY)
             try:

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -258,6 +259,22 @@ def test_temporary_files_of_killed_writers_are_removed_and_live_ones_kept(tmp_pa
         files.write_json(path, {"ok": 1})
         assert not abandoned.exists() and live.exists()
     assert json.loads(path.read_text()) == {"ok": 1}
+
+
+def test_a_fresh_temporary_file_is_removed_only_when_its_writer_has_ended(tmp_path):
+    # A kill just before the rerun's write: the file is younger than the grace period of a writer
+    # that has created its file and not yet locked it; its name says the writer has ended.
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    path = tmp_path / "result.json"
+    of_ended, of_live, of_other_host = (tmp_path / f".result.json.{writer}.abc123.tmp"
+                                        for writer in (f"{host}-{ended}", f"{host}-{os.getpid()}",
+                                                       f"elsewhere-{ended}"))
+    for tmp in (of_ended, of_live, of_other_host):
+        tmp.write_text("{")
+    files.write_json(path, {"ok": 1})
+    assert not of_ended.exists() and of_live.exists() and of_other_host.exists()
 
 
 def test_a_full_disk_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
