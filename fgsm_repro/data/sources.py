@@ -9,7 +9,8 @@ Accepted layouts (``PATH`` of ``fgsm-repro data import NAME PATH``):
   ``cifar-10-batches-py/``) or binary archive (``cifar-10-binary.tar.gz`` /
   ``cifar-10-batches-bin/``).
 - Either dataset: an image folder ``{train,test}/<class>/*.{png,jpg,jpeg}``, as a directory
-  or a ``.tar.gz``. JPEG files make the dataset lossy, which is recorded.
+  or a ``.tar.gz``. JPEG files make the dataset lossy, which is recorded. Every image must be of
+  the dataset's size and in a mode that converts exactly (L, RGB, palette, 1-bit; for MNIST, gray).
 
 Every reader returns :class:`RawDataset`: uint8 images (N, H, W, C) and int64 labels per
 split, plus what was read (file names, sizes, checksums). Problems raise ReproError.
@@ -23,6 +24,7 @@ import io
 import pickle
 import struct
 import tarfile
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +57,16 @@ IMAGE_SHAPE = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 SPLIT_SIZES = {"mnist": {"train": 60_000, "test": 10_000}, "cifar10": {"train": 50_000, "test": 10_000}}
 
 IMAGE_SUFFIXES = {".png": False, ".jpg": True, ".jpeg": True}  # suffix -> lossy
+# Image modes that convert to L or RGB keeping every pixel; alpha, 16-bit and CMYK images would be
+# changed by the conversion, silently.
+EXACT_MODES = {"1", "L", "P", "RGB"}
+# What PATH may be, for the errors that say it is none of them.
+EXPECTED_SOURCE = {
+    "mnist": "a folder with the MNIST IDX files, or an image folder (train/<class>/*.png, test/…) "
+             "as a folder or .tar.gz",
+    "cifar10": "a CIFAR-10 archive (cifar-10-python.tar.gz, cifar-10-binary.tar.gz), or an image folder "
+               "(train/<class>/*.png, test/…) as a folder or .tar.gz",
+}
 
 
 @dataclass
@@ -67,8 +79,20 @@ class RawDataset:
     notes: list[str] = field(default_factory=list)
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line: some span several (tarfile's lists every method it tried)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ReproError(f"{path}: cannot read it ({e.strerror or _one_line(e)})") from None
+
+
 def _file_record(path: Path, **extra) -> dict:
-    data = path.read_bytes()
+    data = _read_bytes(path)
     return {"file": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **extra}
 
 
@@ -93,13 +117,13 @@ def parse_idx(raw: bytes, what: str) -> np.ndarray:
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
-    data = path.read_bytes()
+    data = _read_bytes(path)
     if path.suffix != ".gz":
         return data
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
-        raise ReproError(f"{path}: corrupted or truncated gzip file ({e})") from None
+        raise ReproError(f"{path}: corrupted or truncated gzip file ({_one_line(e)})") from None
 
 
 def read_mnist_idx(directory: Path) -> RawDataset:
@@ -132,26 +156,44 @@ def read_mnist_idx(directory: Path) -> RawDataset:
 CIFAR_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
 
-def _iter_archive(path: Path) -> Iterator[tuple[str, bytes]]:
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")  # gzip, bzip2, xz
+
+
+def _open_tar(path: Path, name: str) -> tarfile.TarFile:
+    """`path` opened as a tar(.gz|.bz2|.xz) archive, or one line saying why it is not one."""
+    try:
+        return tarfile.open(path, "r:*")
+    except tarfile.ReadError:  # no method could open it (its message lists each, one a line)
+        with open(path, "rb") as f:
+            compressed = f.read(6).startswith(COMPRESSED_MAGIC)
+        what = "a corrupted or truncated archive" if compressed else "not an archive (tar or tar.gz)"
+        raise ReproError(f"{path}: {what}; expected {EXPECTED_SOURCE[name]}") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        if isinstance(e, OSError) and e.errno:  # the file system's error, not the archive's
+            raise ReproError(f"{path}: cannot read it ({e.strerror})") from None
+        raise ReproError(f"{path}: corrupted or truncated archive ({_one_line(e)})") from None
+
+
+def _iter_archive(path: Path, name: str) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) for each regular file of a directory tree or a tar(.gz) archive."""
     if path.is_dir():
         for p in sorted(path.rglob("*")):
             if p.is_file():
-                yield p.relative_to(path).as_posix(), p.read_bytes()
+                yield p.relative_to(path).as_posix(), _read_bytes(p)
         return
-    try:
-        with tarfile.open(path, "r:*") as tar:
+    with _open_tar(path, name) as tar:
+        try:
             for member in tar:
                 if member.isfile():
                     yield member.name, tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise ReproError(f"{path}: corrupted or truncated archive ({e})") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise ReproError(f"{path}: corrupted or truncated archive ({_one_line(e)})") from None
 
 
 def _cifar_members(path: Path, folder: str, names: list[str]) -> dict[str, bytes]:
     wanted = {f"{folder}/{n}": n for n in names}
     found: dict[str, bytes] = {}
-    for member, data in _iter_archive(path):
+    for member, data in _iter_archive(path, "cifar10"):
         key = member.lstrip("./")
         key = key if key.startswith(folder) else f"{folder}/{key}"
         if key in wanted:
@@ -217,14 +259,11 @@ def _archive_record(path: Path) -> dict:
 # --------------------------------------------------------------------------------------
 
 def read_image_folder(name: str, path: Path) -> RawDataset:
-    from PIL import Image, UnidentifiedImageError
-
     classes = {c: i for i, c in enumerate(CLASS_NAMES[name])}
     shape = IMAGE_SHAPE[name]
-    mode = "L" if shape[2] == 1 else "RGB"
     items: dict[str, list[tuple[str, int, np.ndarray]]] = {"train": [], "test": []}
     lossy_files = 0
-    for member, data in _iter_archive(path):
+    for member, data in _iter_archive(path, name):
         parts = Path(member).parts
         suffix = Path(member).suffix.lower()
         if suffix not in IMAGE_SUFFIXES or len(parts) < 3:
@@ -234,14 +273,7 @@ def read_image_folder(name: str, path: Path) -> RawDataset:
             continue
         if cls not in classes:
             raise ReproError(f"{path}: unknown class folder {cls!r} in {member} (expected {list(classes)})")
-        try:
-            img = np.asarray(Image.open(io.BytesIO(data)).convert(mode))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ReproError(f"{path}: {member} is not a readable image ({e})") from None
-        img = img.reshape(img.shape[0], img.shape[1], -1)
-        if img.shape != shape:
-            raise ReproError(f"{path}: {member} has shape {img.shape}, expected {shape}")
-        items[split].append((member, classes[cls], img))
+        items[split].append((member, classes[cls], _decode_image(data, shape, f"{path}: {member}")))
         lossy_files += IMAGE_SUFFIXES[suffix]
     splits = {}
     for split, rows in items.items():
@@ -253,6 +285,32 @@ def read_image_folder(name: str, path: Path) -> RawDataset:
     lossy = lossy_files > 0
     notes = [f"{lossy_files} of {sum(len(v) for v in items.values())} images are JPEG (lossy)"] if lossy else []
     return RawDataset(name, splits, "image-folder", lossy=lossy, files=[rec], notes=notes)
+
+
+def _decode_image(data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
+    """One image as uint8 `shape`; one line naming it (`where`) when it is unreadable, of another size,
+    or of a mode that converting would change."""
+    from PIL import Image
+
+    height, width, channels = shape
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns of huge images (refused below) and odd palettes
+            im = Image.open(io.BytesIO(data))  # reads the header only
+            if im.size != (width, height):  # before decoding: a huge image would take minutes and gigabytes
+                raise ReproError(f"{where} is {im.size[0]}x{im.size[1]} pixels, expected {width}x{height}")
+            if im.mode not in EXACT_MODES:
+                raise ReproError(f"{where} has image mode {im.mode}, expected {mode} (converting would change "
+                                 "its pixels)")
+            img = im.convert(mode)
+            if mode == "L" and im.mode in ("P", "RGB") and img.convert("RGB").tobytes() != im.convert("RGB").tobytes():
+                raise ReproError(f"{where} is a colour image, expected grayscale ({mode})")
+            return np.asarray(img).reshape(shape)
+    except ReproError:
+        raise
+    except Exception as e:  # PIL refuses damaged or hostile files with many types (DecompressionBombError, …)
+        raise ReproError(f"{where} is not a readable image ({type(e).__name__}: {_one_line(e)})") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -279,7 +337,7 @@ def read_source(name: str, path: str | Path) -> RawDataset:
         if (path / "cifar-10-batches-bin").is_dir() or path.name == "cifar-10-batches-bin":
             return read_cifar10_binary(path)
         raise ReproError(f"{path}: expected cifar-10-batches-py/, cifar-10-batches-bin/ or train/ and test/ folders")
-    names = _tar_top_names(path)
+    names = _tar_top_names(path, name)
     if "cifar-10-batches-py" in names:
         return read_cifar10_python(path)
     if "cifar-10-batches-bin" in names:
@@ -287,10 +345,14 @@ def read_source(name: str, path: str | Path) -> RawDataset:
     return read_image_folder(name, path)
 
 
-def _tar_top_names(path: Path) -> set[str]:
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            first = tar.next()
-            return {Path(first.name).parts[0]} if first else set()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise ReproError(f"{path}: corrupted or truncated archive ({e})") from None
+def _tar_top_names(path: Path, name: str) -> set[str]:
+    """The top folder of the archive's first member (skipping a bare "." entry, as `tar -C DIR .` writes)."""
+    with _open_tar(path, name) as tar:
+        try:
+            for member in tar:
+                parts = Path(member.name).parts
+                if parts:
+                    return {parts[0]}
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise ReproError(f"{path}: corrupted or truncated archive ({_one_line(e)})") from None
+    return set()

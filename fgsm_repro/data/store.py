@@ -21,6 +21,7 @@ TFDS files when they do not match, so the TFDS dataset stays the one source of t
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import io
@@ -37,6 +38,7 @@ import numpy as np
 
 from fgsm_repro.data.sources import CLASS_NAMES, IMAGE_SHAPE, SPLIT_SIZES, RawDataset, read_source
 from fgsm_repro.errors import ReproError
+from fgsm_repro.files import check_writable
 
 
 @functools.cache
@@ -160,8 +162,9 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
     (re-import is idempotent). A different dataset already in place is an error unless
     `force`. `expected_sizes` overrides the official split sizes (tests with tiny files).
     """
-    tfds = _tfds()
     data_dir = Path(data_dir or default_data_dir())
+    check_writable(data_dir, "data dir")  # before reading and verifying, which take minutes
+    tfds = _tfds()
     raw = read_source(name, path)
     verify(raw, expected_sizes)
     stored_name = LOSSY_NAME.get(name, name) if raw.lossy else name
@@ -189,9 +192,11 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
         "content_sha256": checksum,
         "split_sizes": {s: int(len(v[1])) for s, v in raw.splits.items()},
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{stored_name}-", dir=data_dir))
+    made = [p for p in (target.parent, data_dir, *data_dir.parents) if not p.exists()]  # deepest first
+    staging = None
     try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{stored_name}-", dir=data_dir))
         with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its "preparing ..." lines
             tfds.dataset_builders.store_as_tfds_dataset(
                 name=stored_name,
@@ -211,14 +216,40 @@ def import_dataset(name: str, path: str | Path, data_dir: str | Path | None = No
             raise ReproError(f"{name}: the stored TFDS dataset does not read back identically; nothing written")
         _write_arrays(staged, checksum, read_back)
         target.parent.mkdir(parents=True, exist_ok=True)
+        old = None
         if target.exists():  # --force, or a half-prepared leftover of an interrupted download
             old = staging / "replaced"
             target.rename(old)
-        staged.rename(target)  # the one step that makes the import visible
+        try:
+            staged.rename(target)  # the one step that makes the import visible
+        except OSError:
+            if old:  # back in place: the staging folder, and what is in it, is about to be deleted
+                old.rename(target)
+            raise
+    except ReproError:
+        raise
+    except Exception as e:  # a full disk comes out of TFDS and array_record in many types
+        raise ReproError(f"cannot store {stored_name} in {data_dir}: {_disk_problem(e)}; nothing was stored, "
+                         "the data dir is as it was") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # the folders this import made, if a failure left them empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     _load_cached.cache_clear()
     return _info_from_provenance(stored_name, provenance), True
+
+
+def _disk_problem(e: Exception) -> str:
+    """What the disk said, in one line: TFDS and array_record wrap an OSError's text in their own
+    (RuntimeError: Failed to finalize writing of split "train": write() failed: No space left on device; …)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = " ".join(str(e).split())
+    codes = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+    said = (os.strerror(code) for code in codes)
+    return next((s for s in said if s in text), f"{type(e).__name__}: {text}")
 
 
 # The official files, as TFDS's own builders download them. The online path downloads these
@@ -265,6 +296,7 @@ def download_dataset(name: str, data_dir: str | Path | None = None) -> DatasetIn
     target = dataset_dir(name, data_dir)
     if _is_prepared(target):
         return _info_from_provenance(name, read_provenance(target))
+    check_writable(data_dir, "data dir")  # before the download
     _check_reachable(name, data_dir)
     try:
         paths = _download(DOWNLOAD_URLS[name], data_dir / "downloads")
