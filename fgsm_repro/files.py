@@ -15,6 +15,8 @@ import glob
 import io
 import json
 import os
+import re
+import shutil
 import socket
 import tempfile
 import time
@@ -29,6 +31,7 @@ except ImportError:  # Windows
     fcntl = None
 
 TEMP_SUFFIX = ".tmp"
+ORBAX_TEMP = ".orbax-checkpoint-tmp"  # orbax writes <name>.orbax-checkpoint-tmp[-<time>], then renames it
 # A writer locks its temporary file right after creating it; one this old and unlocked is abandoned.
 # One whose writer (named in the file's name) is a process of this host that has ended is
 # abandoned at any age.
@@ -176,3 +179,42 @@ def _sync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def disk_problem(e: BaseException) -> str | None:
+    """What the disk said when a write failed ("No space left on device"), also when a library
+    wraps it: orbax raises tensorstore's ``RESOURCE_EXHAUSTED: … [os_error_code='28']`` or the
+    OSError itself. None: `e` is not a refusal of the disk."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return _problem(e)
+        if code := re.search(r"os_error_code='?(\d+)", str(e)):
+            return os.strerror(int(code.group(1)))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def remove_orbax_temporaries(folder: str | Path, prefix: str = "", *, settle_s: float = 0.0) -> None:
+    """Delete the folders of unfinished orbax writes in `folder` (of names starting with `prefix`):
+    a write killed or refused by a full disk leaves one. Only for a run folder whose lock this
+    process holds (:mod:`fgsm_repro.locks`): then no other process is writing there. `settle_s`:
+    right after a failed write, whose background writes may still be finishing (and writing into
+    what was removed), keep removing until none has reappeared for that long."""
+    quiet_since = time.monotonic()
+    give_up = quiet_since + 20 * settle_s
+    while True:
+        found = list(Path(folder).glob(f"{glob.escape(prefix)}*{ORBAX_TEMP}*"))
+        for path in found:
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        now = time.monotonic()
+        if found:
+            quiet_since = now
+        if now - quiet_since >= settle_s or now > give_up:
+            return
+        time.sleep(0.05)

@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +29,13 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from fgsm_repro import cpu_tuning
+from fgsm_repro.checksums import tree_sha256
 from fgsm_repro.config import FGSM, TrainConfig
 from fgsm_repro.data.augment import random_crop_flip
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import adversarial_examples, predict
+from fgsm_repro.files import disk_problem, remove_orbax_temporaries
+from fgsm_repro.locks import lock_folder
 from fgsm_repro.metrics import error_rate
 from fgsm_repro.objectives import Objective
 from fgsm_repro.ops.dense import dense_product
@@ -41,6 +47,7 @@ from fgsm_repro.optim import (
     max_norm,
     scale_layers,
 )
+from fgsm_repro.processes import writes_files
 from fgsm_repro.sharding import data_mesh, replicate, split_batch
 
 AUGMENT_KEY = 7  # folded into a step's key for its augmentation
@@ -219,38 +226,148 @@ class FitResult:
 
 
 class _Checkpointer:
-    """Orbax checkpoints of (train state, best params, loop bookkeeping) in one directory."""
+    """Orbax checkpoints of (train state, best params, loop bookkeeping) in one directory.
+
+    The directory is locked while it is open (:mod:`fgsm_repro.locks`; another process waits its
+    turn). Each checkpoint's bookkeeping (``meta``, saved in the same orbax step as the arrays, so
+    that no kill can separate them) holds the sha256 of the arrays and itself. A checkpoint that
+    cannot be restored or fails its checksum is removed and the one before resumed (the training
+    is deterministic: the same run, some epochs later); none intact is a one-line error."""
 
     def __init__(self, directory: Path, config_hash: str):
         self.config_hash = config_hash
-        self.manager = ocp.CheckpointManager(
-            Path(directory).resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+        directory = Path(directory).resolve()
+        self._release = lock_folder(directory, wait=True)
+        try:
+            if writes_files():  # what a kill or a full disk left (the lock: nobody is writing there)
+                remove_orbax_temporaries(directory)
+            self.manager = ocp.CheckpointManager(
+                directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+        except BaseException:
+            self._release()
+            raise
 
     def restore(self, template: dict) -> tuple[dict, dict] | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
+        damaged = []  # (step, why), newest first
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+                arrays, meta = restored["state"], restored["meta"]
+                _check_meta(arrays, meta)
+            except Exception as e:  # orbax raises many types for a damaged checkpoint
+                damaged.append((step, _first_line(e)))
+                continue
+            if meta.get("config_hash") != self.config_hash:
+                raise ReproError(f"{self.manager.directory} holds a checkpoint of another training config "
+                                 f"(hash {meta.get('config_hash')}, this one {self.config_hash}); delete that "
+                                 "directory to start over")
+            if damaged:
+                self._set_aside(damaged, step)
+            return arrays, meta
+        if damaged:  # none restores: damaged, or of another layout of the train state (a code change)
+            step, why = damaged[0]
+            raise ReproError(f"{self.manager.directory}: cannot restore its checkpoints, damaged or of another version "
+                             f"of this code (step {step}: {why}); delete that directory (or train with --fresh) to "
+                             "start over")
+        return None
+
+    def _set_aside(self, damaged: list[tuple[int, str]], step: int) -> None:
+        """Delete the damaged checkpoints newer than `step`: their epochs are trained again."""
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
-        except ValueError as e:  # another layout of the train state (a code change, not a config change)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ReproError(f"{self.manager.directory} holds a checkpoint this code cannot restore ({first}); "
-                             "delete that directory to start over") from None
-        meta = restored["meta"]
-        if meta.get("config_hash") != self.config_hash:
-            raise ReproError(f"{self.manager.directory} holds a checkpoint of another training config "
-                             f"(hash {meta.get('config_hash')}, this one {self.config_hash}); delete that directory "
-                             "to start over")
-        return restored["state"], meta
+            for bad, _ in damaged:
+                self.manager.delete(bad)
+        except Exception as e:
+            raise ReproError(f"{self.manager.directory}: cannot remove damaged checkpoint {bad} "
+                             f"({_first_line(e)}); delete that directory (or train with --fresh) to start over"
+                             ) from None
+        if writes_files():
+            print(f"warning: {self.manager.directory}: checkpoint {damaged[0][0]} cannot be restored "
+                  f"({damaged[0][1]}); removed{f' with {len(damaged) - 1} more' if len(damaged) > 1 else ''}, "
+                  f"resuming from checkpoint {step}", file=sys.stderr)
 
     def save(self, epoch: int, arrays: dict, meta: dict) -> None:
-        self.manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave({**meta, "config_hash": self.config_hash})))
+        meta = {**meta, "config_hash": self.config_hash}
+        meta[CHECKSUM_KEY] = tree_sha256(arrays, meta)
+        with self._disk_errors():
+            self.manager.save(epoch, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            with self._disk_errors():
+                self.manager.wait_until_finished()  # the last save's errors surface here
+                self.manager.close()
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def _disk_errors(self):
+        """A write the disk refused (full, read-only) is one line, and leaves no orbax temporaries."""
+        try:
+            yield
+        except Exception as e:
+            if (problem := disk_problem(e)) is None:
+                raise
+            with contextlib.suppress(Exception):
+                self.manager.wait_until_finished()
+            if writes_files():  # orbax's background writes may outlast the failed save
+                remove_orbax_temporaries(self.manager.directory, settle_s=0.5)
+            raise ReproError(f"cannot write a checkpoint in {self.manager.directory}: {problem}; the checkpoints "
+                             "written before are kept: free some space and run the same command again to resume"
+                             ) from None
+
+
+CHECKSUM_KEY = "sha256"  # in a checkpoint's meta: tree_sha256 of its arrays and the rest of its meta
+
+
+def _check_meta(arrays: dict, meta: Any) -> None:
+    """A restored checkpoint is the one saved: its bookkeeping has what resuming reads, and the
+    checksum (none in a checkpoint written before checksums were) matches."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("history"), list) or \
+            not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("done"), bool):
+        raise ValueError("its bookkeeping (meta) is incomplete")
+    expected = meta.get(CHECKSUM_KEY)
+    if expected is not None and tree_sha256(arrays, {k: v for k, v in meta.items() if k != CHECKSUM_KEY}) != expected:
+        raise ValueError("its arrays do not match their checksum")
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _quiet_orbax() -> None:
+    """Orbax logs the failures it also raises (a full disk, a damaged checkpoint) and notes of its
+    own; they reach the user as the one-line error they are turned into, not as lines before it.
+    The same for what a failed restore leaves behind (:func:`orbax_leftover`)."""
+    logging.getLogger("absl").addFilter(lambda record: not _in_orbax(record.pathname))
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None if orbax_leftover(unraisable) else previous(unraisable)
+
+
+def orbax_leftover(unraisable) -> bool:
+    """Whether an exception Python could not raise (``sys.unraisablehook``) is what a failed orbax
+    restore leaves behind: its abandoned coroutines raising as they are collected, or tensorstore's
+    callbacks reporting to orbax's closed event loop."""
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+        return True
+    code, tb = getattr(unraisable.object, "cr_code", None), unraisable.exc_traceback
+    if code is not None and _in_orbax(code.co_filename):
+        return True
+    while tb is not None:
+        if _in_orbax(tb.tb_frame.f_code.co_filename):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _in_orbax(filename: str) -> bool:
+    return "/orbax/" in filename.replace("\\", "/")
+
+
+_quiet_orbax()
 
 
 MONITOR_KEY = 12345  # a fixed key: the monitored objective is the same whenever it is recomputed
@@ -307,7 +424,11 @@ class _Run:
         if not self.ckpt:
             return
         template = {"state": self.state} | ({"best_state": self.best_state} if self.best_state is not None else {})
-        restored = self.ckpt.restore(template)
+        try:
+            restored = self.ckpt.restore(template)
+        except BaseException:
+            self.ckpt.close()  # and with it the run folder's lock
+            raise
         if restored:
             arrays, meta = restored
             self.state, self.best_state = arrays["state"], arrays.get("best_state")

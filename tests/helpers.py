@@ -52,3 +52,15 @@ FUZZ_COUNTS: dict[str, int] = {}
 
 def count_case(name: str) -> None:
     FUZZ_COUNTS[name] = FUZZ_COUNTS.get(name, 0) + 1
+
+
+def key_paths(tree, prefix=()):
+    """Every key path of a nested mapping (lists' items by index): where a fuzz test may mutate."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield (*prefix, key)
+            yield from key_paths(value, (*prefix, key))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield (*prefix, i)
+            yield from key_paths(value, (*prefix, i))

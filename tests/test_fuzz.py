@@ -22,7 +22,7 @@ from fgsm_repro.config import load_config, read_config_tree
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments.runner import experiment_module
 from fgsm_repro.models import build_model
-from tests.helpers import count_case
+from tests.helpers import count_case, key_paths
 
 BASES = ["t2_maxout240", "t1_convmaxout", "attacks_mnist", "s9_ensemble", "t1_softmax", "a_rubbish_mnist"]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -34,18 +34,6 @@ ODD_VALUES = st.one_of(
     st.text(max_size=8), st.sampled_from(["fgsm", "pgd", "inf", "zeros", "1e999", "[", "{a: 1}"]),
     st.lists(st.integers(-3, 300), max_size=4), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
-
-
-def _paths(tree, prefix=()):
-    """Every key path of a nested mapping (lists' items by index)."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield (*prefix, key)
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(tree, list):
-        for i, value in enumerate(tree):
-            yield (*prefix, i)
-            yield from _paths(value, (*prefix, i))
 
 
 def _mutate(tree, path, action, value):
@@ -66,7 +54,7 @@ def mutated_configs(draw):
     base = draw(st.sampled_from(BASES))
     tree = copy.deepcopy(read_config_tree(REPO / "configs" / f"{base}.yaml"))
     for _ in range(draw(st.integers(1, 3))):
-        paths = list(_paths(tree))
+        paths = list(key_paths(tree))
         if not paths:
             break
         _mutate(tree, draw(st.sampled_from(paths)), draw(st.sampled_from(["replace", "replace", "delete", "add"])),

@@ -58,7 +58,7 @@ def _cli(*args: str) -> list[str]:
 
 def _names(folder: Path) -> list[str]:
     try:
-        return os.listdir(folder)
+        return [n for n in os.listdir(folder) if not n.endswith(".lock")]  # not the run folders' lock files
     except OSError:
         return []
 
