@@ -4,9 +4,11 @@ measured one, the tolerance band, within/outside, the profile, and the deviation
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from fgsm_repro.config import experiment_configs, load_config
+from fgsm_repro.errors import ReproError
 from fgsm_repro.files import write_atomic
 from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
@@ -14,6 +16,7 @@ from fgsm_repro.results import (
     RESULTS_DIR,
     ResultRecord,
     config_changed,
+    config_gone,
     current_config_hash,
     read_results,
     scan_results,
@@ -59,6 +62,13 @@ def target_records(records: list[dict], include_ci: bool = False) -> dict:
         if ranked:
             out[target] = next((r for r in ranked if target.metric in r["measured"][target.claim]), ranked[0])
     return out
+
+
+def _rerun(rec: dict, command: str = "`fgsm-repro reproduce --stale`") -> str:
+    """What re-runs a stale result: `command`, unless its config is gone."""
+    if config_gone(rec):
+        return f"no config is left to re-run it: restore its config, or delete `results/{rec['_file']}`"
+    return f"{command} re-runs it"
 
 
 def _dataset_label(rec: dict) -> str:
@@ -137,7 +147,7 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
             if rec["provenance"]["dataset"].get("lossy"):
                 verdict += " (JPEG mirror — not the paper's data)"
         if stale[rec["_file"]]:
-            verdict += f" (**stale**: {stale[rec['_file']]}; `fgsm-repro reproduce --stale` re-runs it)"
+            verdict += f" (**stale**: {stale[rec['_file']]}; {_rerun(rec)})"
         lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
                      f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "
                      f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} | {_notes(target, rec)} |")
@@ -165,7 +175,8 @@ def experiment_section(rec: ResultRecord) -> list[str]:
                 "this run; these numbers are from the config recorded below. `fgsm-repro reproduce --stale "
                 f"--profile {p['profile']}` re-runs it.", ""]
     elif stale:
-        out += [f"**Stale**: {stale}; `fgsm-repro reproduce --stale --profile {p['profile']}` re-runs it.", ""]
+        rerun = _rerun(rec, f"`fgsm-repro reproduce --stale --profile {p['profile']}`")
+        out += [f"**Stale**: {stale}; {rerun}.", ""]
     if changed is False and p.get("config_hash") != current_config_hash(rec):
         out += [f"*Config form:* recorded with an earlier form of `configs/{rec['name']}.yaml` (hash "
                 f"`{p.get('config_hash')}`); read in today's form it runs the same (hash "
@@ -282,8 +293,12 @@ def _left_to_paper() -> dict[str, str]:
     ``skip``): they are measured at the paper profile only."""
     out = {}
     for path in experiment_configs().values():
-        skipping = [p for p in ("fast", "ci") if load_config(path, p).skip]
-        for claim in load_config(path, "paper").claims if skipping else []:
+        try:
+            skipping = [p for p in ("fast", "ci") if load_config(path, p).skip]
+            claims = load_config(path, "paper").claims if skipping else []
+        except ReproError:  # the results of a config that does not load are marked stale, saying why
+            continue
+        for claim in claims:
             out[claim] = (f"paper profile only: the `{'` and `'.join(skipping)}` profile{'s' * (len(skipping) > 1)} "
                           f"skip{'s' * (len(skipping) == 1)} it, see configs/{path.name}")
     return out
@@ -343,7 +358,8 @@ def claim_points(records: list[dict]) -> list[dict]:
     rows = []
     for target, rec in target_records(records).items():
         value = rec["measured"][target.claim].get(target.metric)
-        if target.paper is None or target.band is None or not isinstance(value, int | float) or isinstance(value, bool):
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if target.paper is None or target.band is None or not numeric or not math.isfinite(value):  # NaN: no place
             continue
         rows.append({"claim": target.claim, "metric": target.metric, "profile": rec["provenance"]["profile"],
                      "paper": target.paper, "band": target.band, "measured": value, "within": target.within(value)})

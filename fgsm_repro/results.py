@@ -14,14 +14,17 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, Literal, NamedTuple, Required
 
 import jax
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12 on
 
 from fgsm_repro import cpu_tuning, files
 from fgsm_repro.config import PROFILES, ExperimentConfig, experiment_configs, load_config, migrate_legacy
 from fgsm_repro.data import DatasetInfo
 from fgsm_repro.errors import ReproError
+from fgsm_repro.reference import TARGETS
 from fgsm_repro.trainings import reused_training_hashes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,23 +34,93 @@ RESULTS_DIR = REPO_ROOT / "results"
 BASELINES_DIR = REPO_ROOT / "tests" / "baselines"
 
 
-class ResultRecord(TypedDict, total=False):
-    """One results file, ``results/<config>.<profile>.json``: what the runner writes and the report reads."""
+class DatasetRecord(TypedDict, total=False):
+    """:meth:`fgsm_repro.data.DatasetInfo.as_dict`."""
 
-    name: str  # the config's name
+    name: Required[str]
+    version: Required[str]
+    sha256: Required[str]
+    lossy: bool
+    source: Required[str]
+    label: Required[str]
+
+
+class DeviceRecord(TypedDict, total=False):
+    """:func:`device_info` (what the report shows of it)."""
+
+    platform: Required[str]
+    cpu: Required[str]
+    cpu_count: Required[int | None]
+
+
+class Provenance(TypedDict, total=False):
+    """:func:`provenance`."""
+
+    git_commit: Required[str]
+    git_dirty: bool | None
+    config_file: Required[str]
+    config_hash: Required[str]
+    reused_training_hashes: dict[str, str]
+    config: dict[str, Any]
+    profile: Required[Literal[PROFILES]]
+    dataset: Required[DatasetRecord]
+    seeds: Required[list[int]]
+    device: Required[DeviceRecord]
+    versions: dict[str, str | None]
+    wall_time_s: Required[float]
+    finished_at: Required[str]
+
+
+# Strict: what reads a record (the report, `reproduce --stale`) takes its types as given; a "5" where
+# a number belongs would end it in a traceback.
+@with_config(strict=True)
+class ResultRecord(TypedDict, total=False):
+    """One results file, ``results/<config>.<profile>.json``: what the runner writes and the report
+    reads. Its types are checked on reading (:func:`scan_results`)."""
+
+    name: Required[str]  # the config's name
     experiment: str
     description: str
-    claims: list[str]
-    measured: dict[str, dict[str, Any]]  # claim ID -> metric -> value (mean over seeds)
+    claims: Required[list[str]]
+    measured: Required[dict[str, dict[str, Any]]]  # claim ID -> metric -> value (mean over seeds)
     ci95: dict[str, dict[str, float]]  # claim ID -> metric -> 95% half-width (several seeds)
     per_seed: dict[str, dict[str, dict[str, Any]]]  # seed -> claim ID -> metric -> value
-    tables: dict[str, list[dict]]
+    tables: dict[str, list[dict[str, Any]]]
     figures: dict[str, str]  # claim ID -> path relative to results/
     deviations: list[str]
     profile_note: str
     notes: list[str]
-    provenance: dict[str, Any]
+    provenance: Required[Provenance]
     _file: str  # set on reading: the file's name
+
+
+_RECORD = TypeAdapter(ResultRecord)
+# The values the report compares with the paper: numbers (finite or not, no bools, no int past a
+# float's range), and the holds/does not hold of qualitative claims.
+_NUMBER = TypeAdapter(float | None, config=ConfigDict(strict=True))
+_COMPARED = {**{(t.claim, t.metric): _NUMBER for t in TARGETS if t.paper is not None},
+             **{(t.claim, "holds"): TypeAdapter(bool | None, config=ConfigDict(strict=True))
+                for t in TARGETS if t.kind == "qualitative"}}
+
+
+def _problem(adapter: TypeAdapter, value: Any, where: tuple = ()) -> str | None:
+    try:
+        adapter.validate_python(value)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(k) for k in (*where, *first["loc"]))
+        return " ".join(f"field '{field[:100]}': {first['msg']}".split())  # a key in the file may hold a newline
+    return None
+
+
+def record_problem(record: dict) -> str | None:
+    """Why `record` is not a results record the report can read (one line), or None: a field missing
+    or of another type than :class:`ResultRecord` says, or a value compared with the paper no number."""
+    problem = _problem(_RECORD, record)
+    for (claim, metric), adapter in _COMPARED.items():
+        problem = problem or _problem(adapter, record["measured"].get(claim, {}).get(metric),
+                                      ("measured", claim, metric))
+    return problem
 
 
 def git_state(cwd: Path = REPO_ROOT) -> dict:
@@ -64,21 +137,50 @@ def git_state(cwd: Path = REPO_ROOT) -> dict:
     return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}
 
 
-def device_info() -> dict:
-    dev = jax.devices()[0]
-    cpu = platform.processor() or platform.machine()
+# The vector ISA extensions that decide which kernels XLA and oneDNN pick (and so the rounding).
+_ISA_PREFIXES = ("sse4", "avx", "fma", "f16c", "amx")
+
+
+def cpu_info() -> dict:
+    """The host CPU as /proc/cpuinfo names it: model, vendor, family/model/stepping and the vector
+    ISA flags. Floating-point results of training differ in the last bits between CPU generations."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, sep, value = line.partition(":")
+            if not sep:
+                if fields:
+                    break  # the first processor's block is enough
+                continue
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    isa = sorted(f for f in fields.get("flags", "").split() if f.startswith(_ISA_PREFIXES))
+    return {"model_name": fields.get("model name") or platform.processor() or platform.machine(),
+            "vendor": fields.get("vendor_id"), "family": fields.get("cpu family"), "model": fields.get("model"),
+            "stepping": fields.get("stepping"), "isa": isa}
+
+
+def describe_cpu(info: dict | None) -> str:
+    """One line naming a recorded CPU (`cpu_info` or the older plain model name)."""
+    if not info:
+        return "an unrecorded CPU"
+    if isinstance(info, str):
+        return info
+    isa = info.get("isa") or []
+    widest = "AVX-512" if any(f.startswith("avx512") for f in isa) else "AVX2" if "avx2" in isa else "no AVX2"
+    return (f"{info.get('model_name')} ({info.get('vendor')}, family {info.get('family')} model {info.get('model')}, "
+            f"{widest})")
+
+
+def device_info() -> dict:
+    dev = jax.devices()[0]
+    cpu = cpu_info()
     import os
 
     return {"platform": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
-            "process_count": jax.process_count(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "cpu_tuning": cpu_tuning.applied()}
+            "process_count": jax.process_count(), "cpu": cpu["model_name"], "cpu_info": cpu,
+            "cpu_count": os.cpu_count(), "cpu_tuning": cpu_tuning.applied()}
 
 
 def versions() -> dict:
@@ -145,25 +247,28 @@ class ResultsScan(NamedTuple):
 
 def scan_results(results_dir: Path = RESULTS_DIR) -> ResultsScan:
     """The results files of `results_dir`, and the ones that cannot be read (reported, never
-    skipped in silence). JSON files that are not results (bench.json) are left to their readers."""
+    skipped in silence), those of a shape the report cannot read among them (:func:`record_problem`).
+    JSON files that are not results (bench.json: no measured values, not named <name>.<profile>.json)
+    are left to their readers."""
     records, unreadable = [], []
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+            json.dumps(record, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") could not be written out
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: arrays nested thousands deep
             unreadable.append(f"{path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
         if not isinstance(record, dict):
             unreadable.append(f"{path.name}: not a JSON object")
             continue
-        if "measured" not in record:
+        if "measured" not in record and path.name.split(".")[-2] not in PROFILES:
             continue
-        if not isinstance(record.get("measured"), dict) or not isinstance(record.get("provenance"), dict) \
-                or record["provenance"].get("profile") not in PROFILES:
-            unreadable.append(f"{path.name}: not a results record (measured / provenance.profile missing)")
+        record.setdefault("name", record.get("experiment"))
+        problem = record_problem(record)
+        if problem:
+            unreadable.append(f"{path.name}: not a results record: {problem}")
             continue
         record["_file"] = path.name
-        record.setdefault("name", record.get("experiment"))
         records.append(record)
     return ResultsScan(records, unreadable)
 
@@ -172,16 +277,27 @@ def read_results(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
     return scan_results(results_dir).records
 
 
-def current_config_hash(record: ResultRecord, config_dir: Path | None = None) -> str | None:
-    """The hash of today's config of `record`'s name and profile; None when it is gone or does not load."""
+def _current_config(record: ResultRecord, config_dir: Path | None) -> tuple[str | None, str | None]:
+    """(the hash of today's config of `record`'s name and profile, None), or (None, why there is none)."""
     configs = experiment_configs(config_dir) if config_dir else experiment_configs()
     name = record.get("name") or record.get("experiment")
     if name not in configs:
-        return None
+        return None, f"its config {name}.yaml is gone (deleted or renamed)"
     try:
-        return load_config(configs[name], record["provenance"]["profile"]).hash()
-    except ReproError:
-        return None
+        return load_config(configs[name], record["provenance"]["profile"]).hash(), None
+    except ReproError as e:
+        return None, f"its config no longer loads: {' '.join(str(e).split())}"
+
+
+def current_config_hash(record: ResultRecord, config_dir: Path | None = None) -> str | None:
+    """The hash of today's config of `record`'s name and profile; None when it is gone or does not load."""
+    return _current_config(record, config_dir)[0]
+
+
+def config_gone(record: ResultRecord, config_dir: Path | None = None) -> bool:
+    """Whether no config of `record`'s name is left (deleted or renamed): nothing can re-run it."""
+    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
+    return (record.get("name") or record.get("experiment")) not in configs
 
 
 def _reused_trainings_changed(record: ResultRecord, config_dir: Path | None) -> bool:
@@ -223,15 +339,18 @@ def prepared_dataset_sha256(name: str, data_dir: Path | None = None) -> str | No
 
     try:
         return read_provenance(dataset_dir(name, Path(data_dir or default_data_dir()))).get("content_sha256")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, ReproError):  # ReproError: a dataset this code does not know
         return None
 
 
 def stale_reason(record: ResultRecord, config_dir: Path | None = None, data_dir: Path | None = None) -> str | None:
-    """Why `record` no longer stands for what its config runs today, or None: its config changed
-    in what it runs (:func:`config_changed`), or the dataset prepared here has another checksum
-    than the one it was measured on."""
-    if config_changed(record, config_dir):
+    """Why `record` no longer stands for what its config runs today, or None: its config is gone
+    or no longer loads, or changed in what it runs (:func:`config_changed`), or the dataset
+    prepared here has another checksum than the one it was measured on."""
+    changed = config_changed(record, config_dir)
+    if changed is None:  # nothing today runs what these numbers measured
+        return _current_config(record, config_dir)[1]
+    if changed:
         return "its config has changed since"
     recorded = record["provenance"].get("dataset", {})
     current = prepared_dataset_sha256(recorded.get("name", ""), data_dir) if recorded.get("name") else None
