@@ -16,6 +16,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from fgsm_repro import interrupts  # noqa: E402
 from fgsm_repro.errors import ReproError  # noqa: E402
 from fgsm_repro.runtime import Runtime  # noqa: E402
 
@@ -104,11 +105,14 @@ def train(
     quiet: QuietOpt = False,
 ):
     """Train a model of CONFIG; resumes from the run dir's last checkpoint if there is one."""
+    interrupts.on_interrupt(RESUME_HINT)
     from fgsm_repro.config import load_config, train_overrides
+    from fgsm_repro.experiments.runner import check_names
     from fgsm_repro.processes import writes_files
     from fgsm_repro.runs import train_run
 
     cfg = load_config(config, profile, **train_overrides(data_parallel))  # a bad config: one line, before any output
+    check_names(cfg, config)  # the names it uses (experiment, models), the task and classes each model needs
     name = training or cfg.default_training()
     spec = cfg.training_specs().get(name)
     epochs = cfg.train_of(name).epochs if spec and not spec.reuse and len(spec.points()) == 1 else None
@@ -120,7 +124,9 @@ def train(
         out.print(f"trained {record['model']} on {record['dataset']['label']}: {record['epochs_run']} epochs "
                   f"(best {record['best_epoch']}), validation error {_pct(record['val_error'])}, "
                   f"test error {_pct(record['test_error'])}  ->  {record['run_dir']}")
-        _print_paper_rows(record["config"], profile, record["training"], "clean", {"error": record["test_error"]})
+        # the config that trained it (another one's, for a reused training)
+        _print_paper_rows(load_config(record["config"], profile), profile, record["training"], "clean",
+                          {"error": record["test_error"]})
 
 
 def _pct(v):
@@ -180,7 +186,7 @@ def attack(
     from fgsm_repro.evaluation import attack_metrics, evaluate
     from fgsm_repro.files import check_output_file, check_writable
     from fgsm_repro.processes import sync, writes_files
-    from fgsm_repro.runs import load_run
+    from fgsm_repro.runs import load_run, read_run
 
     if space not in ("preprocessed", "pixel"):
         raise ReproError(f"--space must be preprocessed or pixel, got {space!r}")
@@ -189,8 +195,9 @@ def attack(
     if save_examples:
         check_writable(Path(output).parent if output else run_dir, "the folder of --save-examples")
     extra = _parse_params(params or [])
-    run = load_run(run_dir, data_parallel=data_parallel, data_dir=data_dir)
-    configured = run.cfg.attack
+    # Every option is checked against the run's record and config before its data and parameters load.
+    trained = read_run(run_dir, data_parallel=data_parallel)
+    configured = trained.cfg.attack
     settings = configured.model_dump()
     if attack_name is not None and attack_name != settings["name"]:  # another attack: the settings it shares
         fields = AttackSpec.registry[attack_name].model_fields if attack_name in AttackSpec.registry else {}
@@ -200,8 +207,10 @@ def attack(
     settings |= {k: v for k, v in given.items() if v is not None or k == "clip"} | extra
     try:
         spec = parse_attack(settings)
+        spec.check_classes(_num_classes(trained.cfg, trained.training))
     except NestedFieldError as e:
         raise ReproError(f"attack option {e}") from None
+    run = load_run(run_dir, data_parallel=data_parallel, data_dir=data_dir)
     start = time.perf_counter()
     model, params_, x, y = _attacked_inputs(run, space, data_dir)
     x, y = (x[:limit], y[:limit]) if limit else (x, y)
@@ -210,9 +219,17 @@ def attack(
     if writes_files():  # of several processes, the first reports and writes
         _report_attack(run, output, save_examples, spec, space, clean, adv, x, y, x_adv, start)
         if spec == configured and space == "preprocessed" and len(y) == len(run.splits.y_test):
-            _print_paper_rows(run.record["config"], run.record["profile"], run.record["training"] or
+            _print_paper_rows(run.cfg, run.record["profile"], run.record["training"] or
                               run.cfg.default_training(), "attack", adv)
     sync("attack written")
+
+
+def _num_classes(cfg, training: str) -> int | None:
+    """The classes of the model `training` trains (None for a binary task: its targets are signs)."""
+    from fgsm_repro.trainings import build_model_of
+
+    model, objective = build_model_of(cfg, training)
+    return None if objective.binary else getattr(model, "num_classes", None)
 
 
 def _attacked_inputs(run, space: str, data_dir):
@@ -296,6 +313,7 @@ def reproduce(
     quiet: QuietOpt = False,
 ):
     """Run the experiments that measure IDS with PROFILE, write results/*.json, rebuild the report."""
+    interrupts.on_interrupt(RESUME_HINT)
     from fgsm_repro.config import PROFILES
     from fgsm_repro.experiments.runner import configs_for, run_config, skipped_at, stale_configs
     from fgsm_repro.files import check_writable
@@ -336,6 +354,7 @@ def reproduce(
     if writes_files():  # of several processes, the first writes the results and reports
         _print_summary(ctx.results_dir, written)
         out.print(f"report -> {write_report(ctx.results_dir)}", markup=False)
+    interrupts.on_interrupt("interrupted after the results and the report were written: nothing is lost")
     sync("results written")
 
 
@@ -360,16 +379,15 @@ def _print_rows(rows: list[dict], title: str) -> None:
     out.print(table, markup=False)
 
 
-def _print_paper_rows(config: str | Path, profile: str, training: str, kind: str, measured: dict) -> None:
+def _print_paper_rows(cfg, profile: str, training: str, kind: str, measured: dict) -> None:
     """The paper's numbers that `measured` (a training's clean test numbers, or the config's attack
     on its whole test set) stands for, per the experiment's ``PAPER_ROWS``, with the verdicts."""
-    from fgsm_repro.config import load_config
     from fgsm_repro.experiments import paper_rows
     from fgsm_repro.reference import target
     from fgsm_repro.report import paper_row
 
     rows = [paper_row(target(claim, metric), measured.get(key), profile)
-            for claim, metric, key in paper_rows(load_config(config, profile), training, kind)]
+            for claim, metric, key in paper_rows(cfg, training, kind)]
     if rows:
         _print_rows(rows, f"paper vs measured (percent) — this {kind} run of training {training!r}")
 
@@ -508,27 +526,17 @@ def data_info(name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or
     out.print_json(json.dumps(read_provenance(dataset_dir(stored, root))))
 
 
-RESUME_HINT = "interrupted: checkpoints written so far are kept; run the same command again to resume"
+RESUME_HINT = interrupts.RESUME_HINT
 
 
-def _interrupted(signum, frame) -> None:
-    """Ctrl-C: stop at once, as a kill would. Every file is written atomically and training resumes
-    from its last checkpoint (tests/test_kill.py), so nothing needs unwinding; a KeyboardInterrupt
-    could instead be swallowed by a callback running at that moment, and the run go on."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\x1b[?25h")  # the progress display hides the cursor
-    sys.stderr.write(f"\n{RESUME_HINT}\n")
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(130)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, watched: bool = False) -> None:
     """The entry point: every failure the user can act on is one line on stderr (``error: …``,
-    exit 2); Ctrl-C says how to resume (exit 130)."""
+    exit 2); Ctrl-C says what is kept (exit 130). `watched`: the executable's interrupt watcher
+    (:mod:`fgsm_repro.entry`) takes Ctrl-C; otherwise a signal handler does while main runs."""
     from typer import _click
 
-    previous = signal.signal(signal.SIGINT, _interrupted)
+    previous = None if watched else signal.signal(signal.SIGINT, interrupts.handler)
+    interrupts.on_interrupt(interrupts.NOTHING_HALF_WRITTEN)
     try:
         Runtime.from_env().apply()  # before JAX starts; a bad FGSM_REPRO_* value is one line
         code = app(args=argv, standalone_mode=False)
@@ -543,12 +551,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {' '.join(e.format_message().split())}{hint}", file=sys.stderr)
         code = e.exit_code
     except (KeyboardInterrupt, typer.Abort):  # Ctrl-C before the handler, or an abort
-        print(RESUME_HINT, file=sys.stderr)
+        print(interrupts.NOTHING_HALF_WRITTEN, file=sys.stderr)
         code = 130
     finally:
-        signal.signal(signal.SIGINT, previous)  # main() may run inside another program (the tests)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)  # main() may run inside another program (the tests)
     sys.exit(code or 0)
 
 
 if __name__ == "__main__":
-    main()
+    from fgsm_repro.entry import main as entry_main
+
+    entry_main()

@@ -38,6 +38,7 @@ from fgsm_repro.config.attacks import (
     CarliniWagnerL2,
     DeepFool,
     NestedFieldError,
+    NotBool,
     parse_attack,
 )
 from fgsm_repro.config.models import MODEL_OPTIONS
@@ -51,7 +52,7 @@ PROFILES = ("paper", "fast", "ci")
 
 MAX_INT = 2**31 - 1  # counts and sizes index int32 arrays on the device
 MAX_SEED = 2**32 - 1  # JAX's PRNG keys hold 32-bit seeds
-PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
+PositiveInt = Annotated[int, NotBool, Field(gt=0, le=MAX_INT)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -63,12 +64,12 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     dataset: Literal["mnist", "cifar10"] = "mnist"
     # A binary task on two classes: the first gets y = -1, the second y = +1.
-    classes: tuple[int, int] | None = None
+    classes: tuple[Annotated[int, NotBool], Annotated[int, NotBool]] | None = None
     # The last `validation_size` examples of the official training set are held out for
     # validation (the pylearn2 recipes use the last 10,000 of MNIST); with `last_per_class`, the
     # last validation_size / 10 of each class, for a copy stored in class order (the CIFAR-10 JPEG
     # mirror), whose last 10,000 would be two classes.
-    validation_size: Annotated[int, Field(ge=0, le=MAX_INT)] = 10_000
+    validation_size: Annotated[int, NotBool, Field(ge=0, le=MAX_INT)] = 10_000
     validation: Literal["last", "last_per_class"] = "last"
     # `gcn_zca`: the CIFAR-10 recipe's global contrast normalization (scale 55) and ZCA whitening
     # (bias .1) fitted on all official training images (fgsm_repro.data.preprocess).
@@ -159,7 +160,7 @@ class RubbishTrainingConfig(_Strict):
     network with one more class than the data)."""
 
     per_batch: PositiveInt = 10
-    label: Annotated[int, Field(ge=0, le=MAX_INT)] = 10
+    label: Annotated[int, NotBool, Field(ge=0, le=MAX_INT)] = 10
 
 
 class L1Config(_Strict):
@@ -171,7 +172,7 @@ class AugmentConfig(_Strict):
     """Random translations by up to `crop_pad` pixels (crops of the zero-padded image) and, with
     `flip`, horizontal reflections, drawn for every training batch (fgsm_repro.data.augment)."""
 
-    crop_pad: Annotated[int, Field(ge=0, le=MAX_INT)] = 8
+    crop_pad: Annotated[int, NotBool, Field(ge=0, le=MAX_INT)] = 8
     flip: bool = True
 
 
@@ -311,7 +312,7 @@ class ExperimentConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     train: TrainConfig
     attack: SerializeAsAny[AttackSpec]
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default=[0], min_length=1)
+    seeds: list[Annotated[int, NotBool, Field(ge=0, le=MAX_SEED)]] = Field(default=[0], min_length=1)
     # Train the seeds together in one vmapped program (experiments that support it) rather than
     # one after another: the same runs up to float rounding, so not part of the config hash.
     # None (auto): together on accelerators, one after another on a CPU, where `fgsm-repro bench`
@@ -383,6 +384,14 @@ class ExperimentConfig(_Strict):
         """The train section of `training` (default: :meth:`default_training`) at grid `point`."""
         overrides = self.training_specs()[training or self.default_training()].overrides(point or {})
         return TrainConfig.model_validate(deep_merge(self.train.model_dump(), overrides)) if overrides else self.train
+
+    def largest_batch_size(self, trainings: list[str] | None = None) -> int:
+        """The largest batch among `trainings` (default: all) that this config trains itself (at
+        every grid point): the training set must hold it."""
+        names = trainings or list(self.training_specs())
+        specs = {n: self.training_specs()[n] for n in names}
+        return max((self.train_of(n, p).batch_size for n, spec in specs.items() if not spec.reuse
+                    for p in spec.points()), default=1)
 
     def model_of(self, training: str | None = None) -> ModelConfig:
         return self.model_specs()[self.training_specs()[training or self.default_training()].model]

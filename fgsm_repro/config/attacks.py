@@ -13,15 +13,25 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:
     from fgsm_repro.attacks.common import Victim
 
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic reads true as 1: `--param steps=true` would run one step
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, got true/false")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(gt=0, lt=2**31)]
-ClassIndex = Annotated[int, Field(ge=0, lt=2**31)]
+PositiveInt = Annotated[int, NotBool, Field(gt=0, lt=2**31)]
+ClassIndex = Annotated[int, NotBool, Field(ge=0, lt=2**31)]
 # A targeted attack's targets: one class for every example, a random other class per example, or
 # each example's least likely class (Kurakin et al.'s "iterative least-likely class").
 Target = ClassIndex | Literal["random", "least_likely"]
@@ -86,6 +96,13 @@ class AttackSpec(BaseModel):
             classes = jax.eval_shape(victim.logits, x).shape[-1]
             return random_other(jax.random.fold_in(key, TARGET_STREAM), y, classes)
         return jnp.full(y.shape, target, jnp.int32)
+
+    def check_classes(self, num_classes: int | None) -> None:
+        """Refuse a `target` class the model under attack does not have (None: unknown, unchecked)."""
+        target = getattr(self, "target", None)
+        if num_classes is not None and isinstance(target, int) and target >= num_classes:
+            raise NestedFieldError(("target",), f"class {target} does not exist: the model has {num_classes} "
+                                   f"classes (0..{num_classes - 1})")
 
     def describe(self) -> str:
         """A short title, e.g. ``fgsm eps=0.25``."""
@@ -295,4 +312,6 @@ def parse_attack(value: Any) -> AttackSpec:
         err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         known = ", ".join(k for k in spec.model_fields if k != "name")
         msg = f"unknown key for {name} (its keys: {known})" if err["type"] == "extra_forbidden" else err["msg"]
-        raise NestedFieldError(err["loc"], msg) from None
+        # a union's members appear in the location as type descriptions: keep the field names
+        loc = tuple(p for p in err["loc"] if isinstance(p, int) or p.isidentifier())
+        raise NestedFieldError(loc, msg) from None

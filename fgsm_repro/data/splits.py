@@ -42,15 +42,24 @@ def _select(x: np.ndarray, y: np.ndarray, classes: tuple[int, int] | None):
     return x[keep], np.where(y[keep] == classes[0], -1, 1).astype(np.int32)
 
 
-def make_splits(cfg: DataConfig, data_dir: str | Path | None = None) -> Splits:
+def make_splits(cfg: DataConfig, data_dir: str | Path | None = None, *, batch_size: int | None = None) -> Splits:
     """Pixels / 255 (or preprocessed); the last `validation_size` training examples (or the last of
     each class) become the validation set, before selecting classes, so that a binary task's
-    validation set comes from the same images."""
+    validation set comes from the same images. A training set smaller than `batch_size` is refused
+    before the preprocessing."""
     ds = load_dataset(cfg.dataset, data_dir)
     n_train = len(ds.train_labels) - cfg.validation_size
     if n_train <= 0:
         raise ReproError(f"data.validation_size {cfg.validation_size} leaves no training examples "
                          f"({len(ds.train_labels)} in the official training set)")
+    if batch_size is not None:
+        held = ds.train_labels[_held_out(ds.train_labels, cfg.validation_size, cfg.validation)[0]]
+        if cfg.classes is not None:
+            held = held[np.isin(held, cfg.classes)]
+        counts = np.unique(held, return_counts=True)[1]
+        size = int(np.minimum(counts, cfg.train_per_class).sum() if cfg.train_per_class else counts.sum())
+        if batch_size > size:
+            raise ReproError(f"train.batch_size {batch_size} is larger than the training set ({size} examples)")
     whitening = None
     if cfg.preprocessing == "gcn_zca":
         root = Path(data_dir or default_data_dir()).resolve()

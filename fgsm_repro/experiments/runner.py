@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, read_yaml, train_overrides
+from fgsm_repro.config.attacks import NestedFieldError
 from fgsm_repro.curves import learning_curves
 from fgsm_repro.data import make_splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.experiments import EXPERIMENTS
 from fgsm_repro.experiments.common import Context, Outcome, experiment_options, save_figure
 from fgsm_repro.models import MODELS, build_model
-from fgsm_repro.processes import require_data_parallel
+from fgsm_repro.processes import require_data_parallel, writes_files
 from fgsm_repro.reference import claim_ids
-from fgsm_repro.results import ResultRecord, git_state, provenance, read_results, stale_reason, write_result
+from fgsm_repro.results import (
+    ResultRecord,
+    config_gone,
+    git_state,
+    provenance,
+    read_results,
+    stale_reason,
+    write_result,
+)
 from fgsm_repro.sharding import data_mesh
 from fgsm_repro.train import seeds_together_by_default
 
@@ -47,8 +57,10 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
     return mean, {c: v for c, v in ci95.items() if v}
 
 
-def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
-    """The experiment module `cfg` names, after checking the names it uses (one-line errors)."""
+def check_names(cfg: ExperimentConfig, config_path: str | Path) -> None:
+    """The names `cfg` uses (its experiment, models) exist, each model's task is the data's, the
+    attack's target and the rubbish label are classes of the models (one-line errors; what `train`
+    checks)."""
     if cfg.experiment not in EXPERIMENTS:
         raise ReproError(f"{config_path}: field 'experiment': unknown experiment {cfg.experiment!r}; "
                          f"known: {', '.join(sorted(EXPERIMENTS))}")
@@ -61,6 +73,11 @@ def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
         if binary != (cfg.data.classes is not None):
             raise ReproError(f"{config_path}: field 'data.classes': model {model.name} needs " + (
                 "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
+        if not binary and cfg.attack is not None:
+            try:
+                cfg.attack.check_classes(getattr(build_model(model.name, model.options)[0], "num_classes", None))
+            except NestedFieldError as e:
+                raise ReproError(f"{config_path}: field 'attack.{'.'.join(map(str, e.loc))}': {e.msg}") from None
     for name, training in cfg.training_specs().items():
         rubbish = None if training.reuse else cfg.train_of(name, training.points()[0]).rubbish
         if rubbish is None:
@@ -71,6 +88,12 @@ def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
             raise ReproError(f"{config_path}: field 'trainings.{name}.train.rubbish.label': the rubbish class must be "
                              f"the model's extra class, {data_classes} of num_classes {data_classes + 1} (the data has "
                              f"{data_classes} classes; the model {classes})")
+
+
+def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
+    """The experiment module `cfg` names, after checking the names it uses and what the experiment
+    needs of the config (one-line errors)."""
+    check_names(cfg, config_path)
     module = EXPERIMENTS[cfg.experiment]
     experiment_options(cfg, getattr(module, "Options", None), config_path)
     missing = [t for t in module.TRAININGS if t not in cfg.training_specs()]
@@ -88,7 +111,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
     require_data_parallel(cfg.train.data_parallel, config_path)
     git = git_state()  # at the start: the code that runs, even if the tree changes meanwhile
     start = time.perf_counter()
-    splits = make_splits(cfg.data, ctx.data_dir)
+    splits = make_splits(cfg.data, ctx.data_dir, batch_size=cfg.largest_batch_size())
     ctx = dataclasses.replace(ctx, mesh=data_mesh() if cfg.train.data_parallel else None, histories={})
     together = cfg.seeds_together if cfg.seeds_together is not None else seeds_together_by_default()
     if together and len(cfg.seeds) > 1 and hasattr(module, "run_seeds"):
@@ -147,7 +170,13 @@ def skipped_at(configs: list[Path], profile: str) -> dict[Path, str]:
 
 def stale_configs(configs: list[Path], profile: str, results_dir: Path, data_dir: Path | None = None) -> list[Path]:
     """Of `configs`, those whose results file of `profile` in `results_dir` is stale
-    (:func:`fgsm_repro.results.stale_reason`); configs without a results file are not stale."""
-    stale = {rec["name"] for rec in read_results(results_dir)
-             if rec["provenance"]["profile"] == profile and stale_reason(rec, data_dir=data_dir)}
+    (:func:`fgsm_repro.results.stale_reason`); configs without a results file are not stale. A stale
+    result whose config is gone (deleted or renamed) has nothing to re-run it: said on stderr."""
+    stale = set()
+    for rec in read_results(results_dir):
+        if rec["provenance"]["profile"] == profile and (reason := stale_reason(rec, data_dir=data_dir)):
+            stale.add(rec["name"])
+            if config_gone(rec) and writes_files():
+                print(f"warning: {rec['_file']} is stale ({reason}): no config is left to re-run it; restore "
+                      "its config, or delete the results file", file=sys.stderr)
     return [c for c in configs if Path(c).stem in stale]
