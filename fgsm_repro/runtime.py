@@ -1,6 +1,7 @@
 """The process's runtime, built once and applied before any work: CPU tunings, JAX's persistent
 compilation cache, and several processes. Importing any module of the package changes nothing
-global; the CLI applies :meth:`Runtime.from_env` first, and a script can do the same::
+global; the CLI applies :meth:`Runtime.from_env` first (with it, orbax's reports of the failures
+the CLI turns into one line stay off the terminal), and a script can do the same::
 
     from fgsm_repro.runtime import Runtime
     Runtime.from_env().apply()   # before JAX starts its backend
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgsm_repro import cpu_tuning
+from fgsm_repro import cpu_tuning, orbax_noise
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Runtime:
             os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(self.compilation_cache))
             os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         cpu_tuning.configure(self.cpu_tunings)
+        orbax_noise.quiet_orbax()
         if self.distributed:
             from fgsm_repro.sharding import initialize_distributed
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -336,38 +335,6 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
     text = str(e).strip()
     line = text.splitlines()[0] if text else type(e).__name__
     return line if len(line) <= limit else line[:limit - 1] + "…"
-
-
-def _quiet_orbax() -> None:
-    """Orbax logs the failures it also raises (a full disk, a damaged checkpoint) and notes of its
-    own; they reach the user as the one-line error they are turned into, not as lines before it.
-    The same for what a failed restore leaves behind (:func:`orbax_leftover`)."""
-    logging.getLogger("absl").addFilter(lambda record: not _in_orbax(record.pathname))
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None if orbax_leftover(unraisable) else previous(unraisable)
-
-
-def orbax_leftover(unraisable) -> bool:
-    """Whether an exception Python could not raise (``sys.unraisablehook``) is what a failed orbax
-    restore leaves behind: its abandoned coroutines raising as they are collected, or tensorstore's
-    callbacks reporting to orbax's closed event loop."""
-    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
-        return True
-    code, tb = getattr(unraisable.object, "cr_code", None), unraisable.exc_traceback
-    if code is not None and _in_orbax(code.co_filename):
-        return True
-    while tb is not None:
-        if _in_orbax(tb.tb_frame.f_code.co_filename):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _in_orbax(filename: str) -> bool:
-    return "/orbax/" in filename.replace("\\", "/")
-
-
-_quiet_orbax()
 
 
 MONITOR_KEY = 12345  # a fixed key: the monitored objective is the same whenever it is recomputed

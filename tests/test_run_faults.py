@@ -35,7 +35,7 @@ from fgsm_repro.errors import ReproError
 from fgsm_repro.files import ORBAX_TEMP
 from fgsm_repro.locks import lock_path
 from fgsm_repro.models import build_model
-from fgsm_repro.train import orbax_leftover
+from fgsm_repro.orbax_noise import orbax_leftover
 from tests.helpers import count_case, fit_one, key_paths, run_cli, toy_task
 
 # t1_softmax on 3,000 training images, 4 epochs, a checkpoint after each (orbax keeps the last two):
