@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 ACCEL ?= cpu
 ACCEL_STAMP := $(if $(filter cuda,$(ACCEL)),$(VENV)/.cuda)
 
-.PHONY: install data test test-fast reproduce-all baselines report lint clean-runs bench bench-deps gpu-check
+.PHONY: install data test test-fast reproduce-all baselines tolerances report lint clean-runs bench bench-deps gpu-check
 
 $(BIN)/fgsm-repro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ reproduce-all: data
 # The regression baselines the tests compare with (tests/baselines/*.ci.json): written only here.
 baselines: data
 	$(BIN)/fgsm-repro reproduce --profile ci --update-baselines
+
+# The regression tolerances (tests/baselines/tolerances.json), from the spread of the ci numbers
+# under numerically equivalent runs and other seeds (about an hour on 2 cores; EXPERIMENTS=... for some).
+tolerances: data
+	$(BIN)/python tests/baselines/measure_variability.py $(EXPERIMENTS)
 
 report: install
 	$(BIN)/fgsm-repro report
