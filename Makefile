@@ -56,9 +56,10 @@ baselines: data
 	$(BIN)/fgsm-repro reproduce --profile ci --update-baselines
 
 # The regression tolerances (tests/baselines/tolerances.json), from the spread of the ci numbers
-# under numerically equivalent runs and other seeds (about an hour on 2 cores; EXPERIMENTS=... for some).
+# under numerically equivalent runs and other seeds (about an hour on 2 cores; EXPERIMENTS=... for
+# some; OTHER_JAX=DIR adds a run with the jax/jaxlib installed there by pip install --target).
 tolerances: data
-	$(BIN)/python tests/baselines/measure_variability.py $(EXPERIMENTS)
+	$(BIN)/python tests/baselines/measure_variability.py $(EXPERIMENTS) $(if $(OTHER_JAX),--other-jax $(OTHER_JAX))
 
 report: install
 	$(BIN)/fgsm-repro report

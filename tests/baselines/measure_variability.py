@@ -6,6 +6,8 @@ Each variant re-runs the ci profile of the experiments in a fresh process:
   CPU generations), XLA's code generation limited to AVX2, the project's CPU tunings off. They
   change only the order and width of floating-point reductions, as another host or a jaxlib
   patch release does;
+- with `--other-jax DIR`, another patch release of jax/jaxlib (`pip install --target DIR --no-deps
+  jax==X jaxlib==X`), put first on the path: the same program, compiled by another XLA;
 - other seeds (1 and 2 added to each seed): once rounding has changed a training's trajectory,
   the run is a draw from the same distribution as another seed's, so the seed spread is the
   envelope a chaotic number can reach on another host.
@@ -51,7 +53,7 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
     "seed+1": ({}, 1),
     "seed+2": ({}, 2),
 }
-EQUIVALENT = ("onednn_avx2", "xla_avx2", "cpu_tuning_off")
+EQUIVALENT = ["onednn_avx2", "xla_avx2", "cpu_tuning_off"]
 
 # One fresh process per variant: the environment is read when JAX starts.
 _RUN = """
@@ -94,6 +96,28 @@ def _flat(measured: dict) -> dict[str, float | bool]:
             if compared_metric(metric, value)}
 
 
+def other_jax_variant(folder: Path) -> str:
+    """Register the variant that runs with the jax/jaxlib installed in `folder` (first on the path)."""
+    from importlib.metadata import distributions
+
+    versions = {d.metadata["Name"]: d.version for d in distributions(path=[str(folder)])}
+    if "jaxlib" not in versions:
+        sys.exit(f"--other-jax {folder}: no jaxlib installed there (pip install --target {folder} --no-deps ...)")
+    name = f"jaxlib_{versions['jaxlib']}"
+    VARIANTS[name] = ({"PYTHONPATH": os.pathsep.join(filter(None, [str(folder.resolve()),
+                                                                   os.environ.get("PYTHONPATH")]))}, 0)
+    EQUIVALENT.append(name)
+    return name
+
+
+def _shown_env(name: str) -> dict[str, str]:
+    """A variant's environment as recorded (not this machine's folders)."""
+    env = dict(VARIANTS[name][0])
+    if name.startswith("jaxlib_"):
+        env["PYTHONPATH"] = f"a folder holding jax and jaxlib {name.removeprefix('jaxlib_')} (pip install --target)"
+    return env
+
+
 def run_variant(name: str, configs: dict[str, Path], scratch: Path) -> dict[str, dict]:
     env_extra, offset = VARIANTS[name]
     work = scratch / name
@@ -114,6 +138,14 @@ def run_variant(name: str, configs: dict[str, Path], scratch: Path) -> dict[str,
     return found
 
 
+def _tolerance(key: str, base: float, values: dict) -> float:
+    """The tolerance of a number whose experiment moves: max(floor, MARGIN x its largest deviation)."""
+    from tests.regression import floor
+
+    deviation = max((abs(x - base) for x in values.values() if x is not None), default=0.0)
+    return max(floor(key.split("/", 1)[1]), round(MARGIN * deviation + 1e-9, 2))
+
+
 def derive(baselines: dict[str, dict], runs: dict[str, dict[str, dict]], measured_on: dict) -> dict:
     from tests.regression import floor
 
@@ -128,17 +160,16 @@ def derive(baselines: dict[str, dict], runs: dict[str, dict[str, dict]], measure
                 continue
             seen = {v: values[v].get(key) for v in values}
             deviation = max((abs(x - base) for x in seen.values() if x is not None), default=0.0)
-            tol = floor(key.split("/", 1)[1])
-            if not stable:
-                tol = max(tol, round(MARGIN * deviation + 1e-9, 2))
+            tol = _tolerance(key, base, seen) if not stable else floor(key.split("/", 1)[1])
             metrics[key] = {"baseline": base, "values": seen, "max_deviation": round(deviation, 4), "tolerance": tol}
         experiments[exp] = {"bit_stable_under_equivalent_runs": stable, "measured_on": measured_on, "metrics": metrics}
     return experiments
 
 
 def _widened(fresh: dict, previous: dict) -> dict:
-    """Measurements from another host (or stack) add up: a metric keeps the larger of its old and
-    new tolerance while its baseline is the same, and the entry lists every host measured."""
+    """Measurements add up (another host, another jaxlib, more variants): while a metric's baseline
+    is the same, it keeps every variant's value and the larger of its old and new tolerance, and
+    the entry lists every host measured."""
     for exp, entry in fresh.items():
         old = previous.get(exp)
         if not old:
@@ -146,8 +177,18 @@ def _widened(fresh: dict, previous: dict) -> dict:
         now = entry["metrics"]
         same = {k: m for k, m in old["metrics"].items() if m.get("baseline") == now.get(k, {}).get("baseline")}
         for key, m in entry["metrics"].items():
-            if "tolerance" in m and "tolerance" in same.get(key, {}):
+            if key not in same:
+                continue
+            m["values"] = {**same[key]["values"], **m["values"]}
+            if "tolerance" in m and "tolerance" in same[key]:
                 m["tolerance"] = max(m["tolerance"], same[key]["tolerance"])
+                m["max_deviation"] = max(m["max_deviation"], same[key]["max_deviation"])
+        stable = entry["bit_stable_under_equivalent_runs"] and (old["bit_stable_under_equivalent_runs"] or not same)
+        if not stable:  # moves now: every variant's deviation counts, the earlier seeds' too
+            for key, m in now.items():
+                if "tolerance" in m:
+                    m["tolerance"] = max(m["tolerance"], _tolerance(key, m["baseline"], m["values"]))
+        entry["bit_stable_under_equivalent_runs"] = stable
         if same:
             earlier = old.get("measured_elsewhere", []) + [old["measured_on"]]
             entry["measured_elsewhere"] = [h for h in earlier if h != entry["measured_on"]]
@@ -161,11 +202,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="*")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--other-jax", type=Path, help="a folder holding another jax/jaxlib release: adds its variant")
     args = parser.parse_args()
+    variants = args.variants.split(",") + ([other_jax_variant(args.other_jax)] if args.other_jax else [])
     configs = {n: p for n, p in experiment_configs().items() if not args.experiments or n in args.experiments}
     baselines = {n: _flat(json.loads((HERE / f"{n}.ci.json").read_text())["measured"]) for n in configs}
     with tempfile.TemporaryDirectory(prefix="fgsm-variability-") as scratch:
-        runs = {v: run_variant(v, configs, Path(scratch)) for v in args.variants.split(",")}
+        runs = {v: run_variant(v, configs, Path(scratch)) for v in variants if v}
     previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
     measured_on = {"device": device_info(), "versions": versions(), "variants": list(runs),
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -173,8 +216,9 @@ def main() -> None:
         "about": "Regression tolerances of the ci baselines, derived from measured variability by "
                  "tests/baselines/measure_variability.py (its docstring states the rule).",
         "margin": MARGIN,
-        "variants": {v: {"env": VARIANTS[v][0], "seed_offset": VARIANTS[v][1]} for v in VARIANTS},
-        "equivalent_variants": list(EQUIVALENT),
+        "variants": {**previous.get("variants", {}),
+                     **{v: {"env": _shown_env(v), "seed_offset": VARIANTS[v][1]} for v in VARIANTS}},
+        "equivalent_variants": sorted(set(previous.get("equivalent_variants", [])) | set(EQUIVALENT)),
         "experiments": {**previous.get("experiments", {}),
                         **_widened(derive(baselines, runs, measured_on), previous.get("experiments", {}))},
     }
