@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fgsm_repro.attacks import fgsm
-from fgsm_repro.config import FGSM, TrainConfig
+from fgsm_repro.attacks.fgsm import FGSM
+from fgsm_repro.config import TrainConfig
 from fgsm_repro.models import ConvMaxout, MaxoutMLP
 from fgsm_repro.objectives import SOFTMAX
 from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
@@ -19,9 +20,10 @@ from fgsm_repro.train import init_state, make_optimizer, make_train_epoch
 pytestmark = pytest.mark.bench  # needs PyTorch and torchattacks (make bench-deps)
 torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
-from fgsm_repro.bench.suite import PAPER_RECIPE, WORKLOADS, BenchSettings  # noqa: E402
+from fgsm_repro.bench import WORKLOADS, BenchSettings  # noqa: E402
 from fgsm_repro.bench.torch_side import ConvMaxout as TorchConvMaxout  # noqa: E402
 from fgsm_repro.bench.torch_side import Maxout, Recipe, train_epoch  # noqa: E402
+from fgsm_repro.bench.workloads import PAPER_RECIPE  # noqa: E402
 
 NO_DROPOUT = dict(input_keep=1.0, hidden_keep=1.0)
 
@@ -57,7 +59,7 @@ def test_torch_recipe_makes_the_same_updates_as_ours(adversarial):
     tx = make_optimizer(cfg, steps_per_epoch=3)
     state = init_state(model, tx, x, 0).replace(params=jax.tree.map(jnp.copy, params))  # the epoch donates it
     epoch = make_train_epoch(model, SOFTMAX, tx, cfg)
-    torch_recipe = Recipe(twin, steps_per_epoch=3, learning_rate=2.0, momentum_saturate_epoch=2, max_col_norm=1.0)
+    torch_recipe = Recipe.from_config(twin, cfg, steps_per_epoch=3)  # as the benchmark builds it
     # Same batches: ours shuffles with its key; the torch epoch is given the data in that order.
     for _ in range(2):  # two epochs: the momentum schedule moves
         order = np.asarray(jax.random.permutation(jax.random.split(state.rng)[1], len(x)))
@@ -133,9 +135,7 @@ def test_torch_cifar_recipe_makes_the_same_updates_as_ours():
     tx = make_optimizer(cfg, steps_per_epoch=3)
     state = init_state(model, tx, x, 0).replace(params=jax.tree.map(jnp.copy, params))
     epoch = make_train_epoch(model, SOFTMAX, tx, cfg)
-    torch_recipe = Recipe(twin, steps_per_epoch=3, learning_rate=1.0, momentum=0.5, final_momentum=0.65,
-                          momentum_saturate_epoch=2, linear_decay=(0.1, 2), lr_scales=cfg.lr_scale,
-                          max_col_norms=cfg.max_col_norm)
+    torch_recipe = Recipe.from_config(twin, cfg, steps_per_epoch=3)
     for _ in range(2):  # the lr decays and the momentum rises between the epochs
         order = np.asarray(jax.random.permutation(jax.random.split(state.rng)[1], len(x)))
         state, _ = epoch(state, jnp.asarray(x), jnp.asarray(y))
@@ -170,6 +170,8 @@ def test_torch_augmentation_crops_the_padded_image_and_mirrors_it():
 
 
 def test_torchattacks_fgsm_gives_our_clipped_fgsm_examples():
+    from fgsm_repro.bench.torch_side import torchattack
+
     model, params, twin = _pair()
     x, y = _data(64)
 
@@ -177,10 +179,24 @@ def test_torchattacks_fgsm_gives_our_clipped_fgsm_examples():
         return SOFTMAX.loss(model.apply({"params": params}, x_), y_).sum()
 
     ours = np.asarray(fgsm(loss_fn, jnp.asarray(x), jnp.asarray(y), 0.25, clip=(0.0, 1.0)))
-    theirs = torchattacks.FGSM(twin.eval(), eps=0.25)(torch.from_numpy(x).permute(0, 3, 1, 2),
-                                                       torch.from_numpy(y).long())
+    theirs = torchattack(twin.eval(), FGSM(eps=0.25, clip=(0.0, 1.0)))(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                                                       torch.from_numpy(y).long())
     theirs = theirs.permute(0, 2, 3, 1).numpy()
     assert np.mean(np.isclose(ours, theirs, atol=1e-6)) > 0.999  # a gradient within rounding of 0 may flip
+
+
+def test_the_torch_side_attacks_with_each_workloads_settings():
+    from fgsm_repro.bench.torch_side import torchattack
+
+    net = Maxout(7).eval()
+    expected = {"pgd10_test": (torchattacks.PGD, dict(eps=0.25, alpha=0.0625, steps=10, random_start=True)),
+                "pgd_l2_test": (torchattacks.PGDL2, dict(eps=1.0, alpha=0.2, steps=10, random_start=True)),
+                "deepfool_test": (torchattacks.DeepFool, dict(steps=50, overshoot=0.02))}
+    for name, (cls, settings) in expected.items():
+        attack = torchattack(net, WORKLOADS[name].spec)
+        assert type(attack) is cls and {k: getattr(attack, k) for k in settings} == settings, name
+    # C&W: the plain loop with every step run (torchattacks.CW stops early)
+    assert torchattack(net, WORKLOADS["cw_test"].spec).keywords == dict(c=1.0, steps=50, lr=0.01)
 
 
 def test_torchattacks_fgsm_on_the_torch_ensemble_gives_our_ensemble_fgsm_examples():
@@ -232,10 +248,8 @@ def _product_flops(jaxpr, only_products: bool = True) -> int:
 
 @pytest.mark.parametrize("name", ["fgsm_test", "pgd10_test", "ensemble12_fgsm_test"])
 def test_the_products_alone_side_does_the_products_the_flops_count(name):
-    from fgsm_repro.bench.suite import products_calls
-
     s = BenchSettings(test_examples=2500, unit_scale=0.1)  # a full batch of 2000 and one of 500
-    products, calls = products_calls(WORKLOADS[name], s)
+    products, calls = WORKLOADS[name].products(s)
     assert len(calls) == 2
     assert sum(_product_flops(products.trace(*args).jaxpr) for args in calls) == WORKLOADS[name].flops(s)
     out = products(*calls[0])
@@ -255,14 +269,14 @@ def _compiled_products(hlo: str) -> Counter:
 def test_the_conv_products_alone_are_the_epochs_products():
     """The conv epoch's products-alone side compiles to the very convolutions and dots of one
     training step of the epoch (same shapes, windows and layouts; no first-layer input gradient)."""
-    from fgsm_repro.bench.suite import _recipe, _synthetic, products_calls
+    from fgsm_repro.bench.workloads import synthetic
 
     w, s = WORKLOADS["convmaxout_cifar_epoch"], BenchSettings(conv_examples=256, unit_scale=0.1)
-    products, calls = products_calls(w, s)
+    products, calls = w.products(s)
     assert len(calls) == 2  # one call per minibatch of 128
     alone = _compiled_products(products.lower(*calls[0]).compile().as_text())
-    cfg, model = TrainConfig(epochs=1, **_recipe(w)), w.model(s)
-    tx, (x, y) = make_optimizer(cfg, 2), _synthetic(256, 0, w.image_shape)
+    cfg, model = w.train_config(s), w.model(s)
+    tx, (x, y) = make_optimizer(cfg, 2), synthetic(256, 0, w.image_shape)
     epoch = make_train_epoch(model, SOFTMAX, tx, cfg).lower(init_state(model, tx, x, 0), jnp.asarray(x), jnp.asarray(y))
     in_epoch = _compiled_products(epoch.compile().as_text())
     assert alone == in_epoch and sum(alone.values()) == 3 * 3 - 1 + 3 * 2, alone
@@ -270,7 +284,7 @@ def test_the_conv_products_alone_are_the_epochs_products():
 
 
 def test_short_workloads_get_more_repetitions():
-    from fgsm_repro.bench.suite import MAX_REPS, timed_reps
+    from fgsm_repro.bench.timing import MAX_REPS, timed_reps
 
     s = BenchSettings()  # at least 5 repetitions, and 5 s of JAX time
     assert timed_reps(s, 3.6) == 5 and timed_reps(s, 0.4) == 13 and timed_reps(s, 1e-4) == MAX_REPS
@@ -279,7 +293,7 @@ def test_short_workloads_get_more_repetitions():
 
 
 def test_interleaving_alternates_calls_and_sums_each_side():
-    from fgsm_repro.bench.suite import time_interleaved
+    from fgsm_repro.bench.timing import time_interleaved
 
     log = []
     a, b, c = ([lambda i=i, side=side: log.append(f"{side}{i}") for i in range(3)] for side in "abc")
@@ -400,7 +414,7 @@ def test_torch_mpdbm_cost_is_ours_on_the_same_weights_and_targets():
 
 
 def test_mpdbm_flops_are_the_products_of_its_training_inference():
-    from fgsm_repro.bench.suite import mpdbm_forward_flops
+    from fgsm_repro.bench.workloads import mpdbm_forward_flops
     from fgsm_repro.mpdbm import mean_field
 
     w, s = WORKLOADS["mpdbm_epoch"], BenchSettings(examples=100, unit_scale=0.01)

@@ -1,5 +1,5 @@
 """The conv maxout net's layers as the benchmark counts their FLOPs: each conv layer is its
-dense-equivalent product at every output position (:meth:`fgsm_repro.bench.suite.Workload.flops`)."""
+dense-equivalent product at every output position (:meth:`fgsm_repro.bench.workloads.Workload.flops`)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,24 @@
-"""The PyTorch side of the benchmark: the same maxout recipe in eager PyTorch, written the way a
-PyTorch user would write it, and torchattacks for the attacks. Benchmark-only: torch and
-torchattacks are not dependencies of fgsm-repro (``make bench`` installs them)."""
+"""The PyTorch side of the benchmark, and all of its PyTorch code: the project's networks and
+recipes in eager PyTorch, written the way a PyTorch user would write them, torchattacks for the
+attacks, and the calls that a workload times (:func:`epoch_calls`, :func:`attack_calls`).
+Benchmark-only: torch and torchattacks are not dependencies of fgsm-repro (``make bench``
+installs them); the rest of the benchmark imports this module only when it runs the PyTorch side."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from fgsm_repro.bench.timing import time_call
+
+if TYPE_CHECKING:
+    from fgsm_repro.config import TrainConfig
 
 
 class MPDBM(torch.nn.Module):
@@ -178,9 +188,10 @@ class Recipe:
     layer's at its own `max_col_norms` limit) — the chain of :func:`fgsm_repro.train.make_optimizer`.
     Layer names are the Flax model's (``named_layers``)."""
 
-    def __init__(self, model: Maxout | ConvMaxout, steps_per_epoch: int, learning_rate: float = 0.1,
+    def __init__(self, model: Maxout | ConvMaxout | MPDBM, steps_per_epoch: int, learning_rate: float = 0.1,
                  lr_decay_factor: float = 1.000004, min_learning_rate: float = 1e-6, momentum: float = 0.5,
-                 final_momentum: float = 0.7, momentum_saturate_epoch: int = 250, max_col_norm: float = 1.9365, *,
+                 final_momentum: float = 0.7, momentum_saturate_epoch: int = 250,
+                 max_col_norm: float | None = 1.9365, *,
                  linear_decay: tuple[float, int] | None = None, lr_scales: dict[str, float] | None = None,
                  max_col_norms: dict[str, float] | None = None):
         named = model.named_layers() if lr_scales or max_col_norms else {}
@@ -191,12 +202,26 @@ class Recipe:
         self.groups = [(scale, [i for i, p in enumerate(self.params) if scale_of.get(id(p), 1.0) == scale])
                        for scale in sorted({scale_of.get(id(p), 1.0) for p in self.params})]
         self.limits = ([(named[name].weight, limit) for name, limit in max_col_norms.items()] if max_col_norms
-                       else [(layer.weight, max_col_norm) for layer in model.layers()])
+                       else [(layer.weight, max_col_norm) for layer in model.layers()] if max_col_norm is not None
+                       else [])
         self.velocity = [torch.zeros_like(p) for p in self.params]
         self.steps_per_epoch, self.count = steps_per_epoch, 0
         self.lr, self.log_decay, self.min_lr = learning_rate, math.log(lr_decay_factor), min_learning_rate
         self.linear_decay = linear_decay
         self.m0, self.m1, self.saturate = momentum, final_momentum, momentum_saturate_epoch
+
+    @classmethod
+    def from_config(cls, model: Maxout | ConvMaxout | MPDBM, cfg: TrainConfig, steps_per_epoch: int) -> Recipe:
+        """The update that `cfg` (its optimizer classical momentum) makes, on `model`."""
+        opt, per_layer = cfg.optimizer, isinstance(cfg.max_col_norm, dict)
+        if opt.name != "classical_momentum":
+            raise ValueError(f"the PyTorch recipe is classical momentum, not {opt.name}")
+        return cls(model, steps_per_epoch, opt.learning_rate, opt.lr_decay_factor, opt.min_learning_rate, opt.momentum,
+                   opt.momentum if opt.final_momentum is None else opt.final_momentum,
+                   opt.momentum_saturate_epoch or 2,  # without one the momentum is constant: any epoch will do
+                   None if per_layer else cfg.max_col_norm,
+                   linear_decay=None if opt.linear_decay_to is None else (opt.linear_decay_to, opt.linear_decay_epochs),
+                   lr_scales=cfg.lr_scale, max_col_norms=cfg.max_col_norm if per_layer else None)
 
     def learning_rate(self, epoch: int) -> float:
         if self.linear_decay is None:
@@ -290,3 +315,96 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, c: float, st
         (l2.sum() + c * margin.clamp(min=0).sum()).backward()
         opt.step()
     return best
+
+
+# --- the calls a workload times -------------------------------------------------------------------
+
+def twin(model) -> torch.nn.Module:
+    """A freshly initialised PyTorch counterpart of `model`, a Flax network of fgsm_repro
+    (:class:`~fgsm_repro.models.MaxoutMLP`, :class:`~fgsm_repro.models.ConvMaxout` or
+    :class:`~fgsm_repro.mpdbm.MPDBM`) of the same sizes."""
+    from fgsm_repro import models, mpdbm
+
+    if isinstance(model, models.ConvMaxout):
+        return ConvMaxout(model.channels, units=model.units)
+    if isinstance(model, mpdbm.MPDBM):
+        return MPDBM(model.units, model.visible, model.num_classes, model.steps, model.weight_init)
+    if isinstance(model, models.MaxoutMLP):
+        return Maxout(model.units)
+    raise TypeError(f"no PyTorch counterpart of {type(model).__name__}")
+
+
+def torchattack(model: torch.nn.Module, spec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The attack of `spec` (an attack spec of the project, as the benchmark runs it) in
+    torchattacks, with the spec's settings: FGSM, PGD (L∞ or L2, random start), DeepFool (L2).
+    Carlini–Wagner L2 (one constant) is :func:`cw_l2`: torchattacks.CW stops early when the cost
+    rises, so its amount of work varies."""
+    import torchattacks
+
+    norm = getattr(spec, "norm", None)
+    match spec.name:
+        case "fgsm":
+            return torchattacks.FGSM(model, eps=spec.eps)
+        case "pgd" if norm == "inf":
+            return torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                                    random_start=spec.random_start)
+        case "pgd" if norm == 2:
+            return torchattacks.PGDL2(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                                      random_start=spec.random_start)
+        case "deepfool" if norm == 2:
+            return torchattacks.DeepFool(model, steps=spec.max_iter, overshoot=spec.overshoot)
+        case "cw" if spec.binary_search_steps == 1:
+            return functools.partial(cw_l2, model, c=spec.initial_const, steps=spec.steps, lr=spec.learning_rate)
+    raise ValueError(f"no PyTorch counterpart of {spec.describe()}")
+
+
+def _start(threads: int | None) -> None:
+    """Each workload's PyTorch side starts from the same random state, on `threads` threads."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """NHWC images as NCHW (what torchattacks and torch's convolutions expect), labels as int64."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long()
+
+
+def epoch_calls(model, members: int, cfg: TrainConfig, x: np.ndarray, y: np.ndarray,
+                threads: int | None = None) -> list[Callable[[], Any]]:
+    """A training epoch of `cfg` on (x, y) for each of `members` twins of the Flax `model`, one call
+    a member: the recipe's update, its adversarial objective and its augmentation."""
+    _start(threads)
+    x, y = _tensors(x, y)
+    nets = [twin(model) for _ in range(members)]
+    steps = len(x) // cfg.batch_size
+    adversarial = (cfg.adversarial.alpha, cfg.adversarial.eps) if cfg.adversarial else None
+    augment = (cfg.augment.crop_pad, cfg.augment.flip) if cfg.augment else None
+    return [functools.partial(train_epoch, net, Recipe.from_config(net, cfg, steps), x, y, cfg.batch_size, adversarial,
+                              augment=augment) for net in nets]
+
+
+def attack_calls(model, ensemble: int | None, spec, x: np.ndarray, y: np.ndarray, batch: int,
+                 threads: int | None = None) -> list[Callable[[], Any]]:
+    """The attack of `spec` (:func:`torchattack`) on all of (x, y), `batch` images at a time, against
+    a twin of the Flax `model` or a mean-probability ensemble of `ensemble` twins; one call."""
+    _start(threads)
+    x, y = _tensors(x, y)
+    net = (twin(model) if ensemble is None else MeanProbabilityEnsemble([twin(model) for _ in range(ensemble)])).eval()
+    attack = torchattack(net, spec)
+    return [lambda: [attack(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]]
+
+
+def matmul_seconds(n: int, reps: int) -> float:
+    """The best of `reps` timed fp32 (n×n)·(n×n) products, after an untimed one."""
+    t = torch.rand(n, n)
+    torch.mm(t, t)
+    return min(time_call(lambda: torch.mm(t, t)) for _ in range(reps))
+
+
+def versions() -> dict[str, Any]:
+    """PyTorch's and torchattacks' versions, and PyTorch's intra-op threads."""
+    import torchattacks
+
+    return {"versions": {"torch": torch.__version__, "torchattacks": torchattacks.__version__},
+            "torch_threads": torch.get_num_threads()}
