@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PROFILE ?= paper
+# auto: paper where JAX sees an accelerator, fast on a CPU (the first line of output says which).
+PROFILE ?= auto
 # Offline copies of the datasets (air-gapped machines): used when the folder exists,
 # otherwise TFDS downloads the data.
 OFFLINE_DATA ?= $(firstword $(wildcard ../shared/data))
@@ -44,7 +45,7 @@ data: install
 test: data bench-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The unit tier: no PyTorch, no subprocesses, no regression runs (a couple of minutes on 2 cores).
+# The unit tier: no PyTorch, no subprocesses, no regression runs.
 test-fast: data
 	$(BIN)/pytest -m "not slow and not bench" $(PYTEST_ARGS)
 
@@ -52,12 +53,13 @@ reproduce-all: data
 	$(BIN)/fgsm-repro reproduce --profile $(PROFILE)
 
 # The regression baselines the tests compare with (tests/baselines/*.ci.json): written only here.
+# CONFIGS=... (claim IDs or config files, e.g. a new experiment's) records only those.
 baselines: data
-	$(BIN)/fgsm-repro reproduce --profile ci --update-baselines
+	$(BIN)/fgsm-repro reproduce $(CONFIGS) --profile ci --update-baselines
 
 # The regression tolerances (tests/baselines/tolerances.json), from the spread of the ci numbers
-# under numerically equivalent runs and other seeds (about an hour on 2 cores; EXPERIMENTS=... for
-# some; OTHER_JAX=DIR adds a run with the jax/jaxlib installed there by pip install --target).
+# under numerically equivalent runs and other seeds (EXPERIMENTS=... for some; OTHER_JAX=DIR adds
+# a run with the jax/jaxlib installed there by pip install --target).
 tolerances: data
 	$(BIN)/python tests/baselines/measure_variability.py $(EXPERIMENTS) $(if $(OTHER_JAX),--other-jax $(OTHER_JAX))
 

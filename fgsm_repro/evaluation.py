@@ -87,7 +87,7 @@ def _attack_batch(model, objective, attack, params, x, y, key):
 def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
                          attack: AttackFn, batch_size: int = EVAL_BATCH, *, key: jax.Array | None = None,
                          mesh: Mesh | None = None) -> np.ndarray:
-    """``attack(victim, x, y, key)`` — an attack spec of :mod:`fgsm_repro.config.attacks`, or any
+    """``attack(victim, x, y, key)`` — an attack spec (:mod:`fgsm_repro.attacks.base`), or any
     hashable pure function of that signature — applied to all of `x`, generated on `model` itself."""
     return _adversarial_and_targets(model, objective, params, x, y, attack, batch_size, key=key, mesh=mesh)[0]
 

@@ -1,4 +1,9 @@
-"""Model registry: config name -> (Flax module, output objective).
+"""Models, found by name: config name -> (Flax module, output objective, options schema).
+
+A config's ``model: {name: maxout_mlp, options: {...}}`` names a built-in model of :data:`MODELS`;
+a user's own is ``module:Name``, where ``Name`` is a :class:`ModelSpec` or a Flax module class
+(softmax output, options passed as its fields), in a module beside the config, in the current
+folder or on ``sys.path`` (:mod:`fgsm_repro.plugins`).
 
 Every model maps a batch of images (N, H, W, C) to logits; the objective says how the
 logits are read (see :mod:`fgsm_repro.objectives`). The layers' workarounds for XLA's CPU backend
@@ -7,12 +12,16 @@ logits are read (see :mod:`fgsm_repro.objectives`). The layers' workarounds for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
+from pydantic import BaseModel
 
+from fgsm_repro import plugins
+from fgsm_repro.config import models as options
 from fgsm_repro.errors import ReproError
 from fgsm_repro.mpdbm import MPDBM
 from fgsm_repro.objectives import LOGISTIC, RBF, SIGMOID, SOFTMAX, Objective
@@ -214,30 +223,53 @@ def stack_members(params: list) -> dict:
 
 
 class ModelSpec(NamedTuple):
+    """A model kind: its Flax module, how its outputs are read, and the pydantic model of its
+    options (None: unchecked until the module is built)."""
+
     module: type[nn.Module]
     objective: Objective
+    options: type[BaseModel] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
-    "softmax_regression": ModelSpec(SoftmaxRegression, SOFTMAX),
-    "logistic_regression": ModelSpec(LogisticRegression, LOGISTIC),
-    "maxout_mlp": ModelSpec(MaxoutMLP, SOFTMAX),
+    "softmax_regression": ModelSpec(SoftmaxRegression, SOFTMAX, options.SoftmaxRegressionOptions),
+    "logistic_regression": ModelSpec(LogisticRegression, LOGISTIC, options.LogisticRegressionOptions),
+    "maxout_mlp": ModelSpec(MaxoutMLP, SOFTMAX, options.MaxoutMLPOptions),
     # Appendix A's maxout network with one independent sigmoid output per class.
-    "maxout_mlp_sigmoid": ModelSpec(MaxoutMLP, SIGMOID),
-    "rbf_network": ModelSpec(RBFNetwork, RBF),
-    "conv_maxout": ModelSpec(ConvMaxout, SOFTMAX),
+    "maxout_mlp_sigmoid": ModelSpec(MaxoutMLP, SIGMOID, options.MaxoutMLPOptions),
+    "rbf_network": ModelSpec(RBFNetwork, RBF, options.RBFNetworkOptions),
+    "conv_maxout": ModelSpec(ConvMaxout, SOFTMAX, options.ConvMaxoutOptions),
     # §9's generative model: its logits are the label's, inferred by mean field; it trains on its
     # own multi-prediction cost (MPDBM.training_cost), and attacks follow −log c_y through inference.
-    "mpdbm": ModelSpec(MPDBM, SOFTMAX),
+    "mpdbm": ModelSpec(MPDBM, SOFTMAX, options.MPDBMOptions),
 }
 
 
-def build_model(name: str, options: dict[str, Any]) -> tuple[nn.Module, Objective]:
-    """The model registered as `name` with `options` (YAML lists become tuples: a model is part of
-    its jitted programs' static arguments, so it must be hashable)."""
-    if name not in MODELS:
-        raise ReproError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    spec = MODELS[name]
+def find_model(name: str, folders: Iterable[Path | str] = ()) -> ModelSpec:
+    """The model kind `name`: built in, or ``module:Name`` from a user's module (searched in
+    `folders` first). One-line ReproError when there is none."""
+    if name in MODELS:
+        return MODELS[name]
+    module_name, colon, attr = name.partition(":")
+    unknown = (f"unknown model {name!r}; built in: {', '.join(sorted(MODELS))}; or your own as module:Name (a "
+               "ModelSpec or Flax module class in a module beside the config, in the current folder or on PYTHONPATH)")
+    if not (colon and plugins.is_module(module_name) and attr.isidentifier()):
+        raise ReproError(unknown)
+    try:
+        found = getattr(plugins.import_module(module_name, folders), attr, None)
+    except ModuleNotFoundError:
+        raise ReproError(unknown) from None
+    if isinstance(found, ModelSpec):
+        return found
+    if isinstance(found, type) and issubclass(found, nn.Module):
+        return ModelSpec(found, SOFTMAX)
+    raise ReproError(f"{unknown} ({module_name}.{attr} is neither)")
+
+
+def build_model(name: str, options: dict[str, Any], folders: Iterable[Path | str] = ()) -> tuple[nn.Module, Objective]:
+    """The model `name` with `options` (YAML lists become tuples: a model is part of its jitted
+    programs' static arguments, so it must be hashable)."""
+    spec = find_model(name, folders)
     try:
         return spec.module(**{k: _tuples(v) for k, v in options.items()}), spec.objective
     except TypeError as e:

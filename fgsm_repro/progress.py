@@ -2,9 +2,23 @@
 and the time left — a live line on a terminal, plain periodic lines in a log.
 
 The time left of a training comes from its own measured seconds per epoch (over its maximum number
-of epochs: early stopping can only end it sooner); the time left of the whole command adds what
-each remaining experiment took the last time it was run with this profile (its results file's
-wall time), where one was recorded.
+of epochs: early stopping can only end it sooner). The time left of the whole command adds an
+estimate of each remaining experiment (:func:`estimate`), which says how it was made:
+
+- **last time**: the wall time of its results file of this profile (on this kind of device);
+- **projected**: seconds per epoch × the epochs the config plans at this profile (every training
+  it trains itself: stage 1's maximum, stage 2's and a retraining's, each grid point, each seed).
+  The seconds per epoch are the largest of what is recorded for the same config at any profile
+  that trains on the same data: the per-epoch times of its trainings' ``history.json`` under the
+  runs folder, the ``seconds_per_epoch`` its results files report, and another profile's results
+  file's wall time over the epochs that profile plans. The largest, because a run resumed from
+  checkpoints records a short wall time. A projection ignores what else differs between the
+  profiles (a narrower network, evaluation, attacks) and early stopping: a rough guide, and said
+  to be one;
+- **unknown**: nothing recorded to project from; the command's time left is then unknown too.
+
+Where both a last time and a projection exist, the larger is taken (a results file of a run that
+resumed from its checkpoints is no guide to a run from scratch).
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -31,41 +46,172 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """The expected wall time of one experiment, and how it was made: "last time", "projected" or
+    "unknown" (seconds None)."""
+
+    seconds: float | None
+    how: str = "unknown"
+
+    def describe(self) -> str:
+        if self.seconds is None:
+            return "no timing recorded to project from"
+        return f"last time {clock(self.seconds)}" if self.how == "last time" else f"projected ~{clock(self.seconds)}"
+
+
 @dataclass
 class Plan:
-    """The experiments one command runs, in order, with what each took last time (None: unknown)."""
+    """The experiments one command runs, in order, with their expected wall times
+    (:class:`Estimate`; a bare number is taken as last time's, None as unknown)."""
 
     names: list[str]
-    expected_s: list[float | None]
+    expected_s: list[Estimate | float | None]
     index: int = -1
     started: float = field(default_factory=time.monotonic)
     experiment_started: float = field(default_factory=time.monotonic)
 
+    def __post_init__(self):
+        self.expected_s = [e if isinstance(e, Estimate) else Estimate(e, "last time" if e is not None else "unknown")
+                           for e in self.expected_s]
+
     def begin(self, index: int) -> str:
         """Experiment `index` starts; the line that says so."""
         self.index, self.experiment_started = index, time.monotonic()
-        expected = self.expected_s[index]
-        last = f" (last time {clock(expected)})" if expected else ""
-        return f"experiment {index + 1} of {len(self.names)}: {self.names[index]}{last}; {self.eta_line()}"
+        return (f"experiment {index + 1} of {len(self.names)}: {self.names[index]} "
+                f"({self.expected_s[index].describe()}); {self.eta_line()}")
 
     @property
     def header(self) -> str:
         return f"experiment {self.index + 1}/{len(self.names)}" if self.index >= 0 else ""
 
-    def command_left(self, current_left: float | None = None) -> tuple[float, bool]:
-        """Seconds left for the whole command (a lower bound when some experiment has no recorded
-        time: the flag says so). `current_left`: what the running training still needs."""
+    def command_left(self, current_left: float | None = None) -> Estimate:
+        """The time left for the whole command: unknown when some experiment still to run (or the
+        one running) has no estimate; projected when some estimate is a projection.
+        `current_left`: what the running training still needs (a floor for the running experiment)."""
         elapsed = time.monotonic() - self.experiment_started
-        expected = self.expected_s[self.index] if self.index >= 0 else None
-        now = max(current_left or 0.0, (expected - elapsed) if expected else 0.0)
+        now = self.expected_s[self.index] if self.index >= 0 else Estimate(0.0, "last time")
         rest = self.expected_s[self.index + 1:]
-        known = all(e is not None for e in rest) and (expected is not None or current_left is not None)
-        return now + sum(e for e in rest if e is not None), known
+        if now.seconds is None or any(e.seconds is None for e in rest):
+            return Estimate(None)
+        left = max(current_left or 0.0, now.seconds - elapsed) + sum(e.seconds for e in rest)
+        return Estimate(left, "projected" if any(e.how == "projected" for e in (now, *rest)) else "last time")
 
     def eta_line(self, current_left: float | None = None) -> str:
-        left, known = self.command_left(current_left)
+        left = self.command_left(current_left)
         elapsed = clock(time.monotonic() - self.started)
-        return f"{elapsed} elapsed, command {'' if known else 'at least '}{clock(left)} left"
+        if left.seconds is None:
+            return f"{elapsed} elapsed, command time left unknown"
+        projected = "projected ~" if left.how == "projected" else ""
+        return f"{elapsed} elapsed, command {projected}{clock(left.seconds)} left"
+
+
+def planned_epochs(cfg) -> int:
+    """The epochs `cfg` (an :class:`~fgsm_repro.config.ExperimentConfig` at its profile) trains at
+    most: stage 1's, stage 2's and a retraining's of every training it trains itself (not those it
+    reuses), at every grid point, for every seed."""
+    total = 0
+    for name, spec in cfg.training_specs().items():
+        if spec.reuse:
+            continue
+        for point in spec.points():
+            train = cfg.train_of(name, point)
+            total += train.epochs * (2 if train.retrain_on_all else 1) + (train.stage2.max_epochs if train.stage2
+                                                                          else 0)
+    return total * len(cfg.seeds)
+
+
+def _history_seconds(folder: Path) -> list[float]:
+    """The median seconds of a stage-1 epoch (the first excluded) of each training's history.json
+    under `folder` (``runs/<config>.<profile>/``)."""
+    import json
+    import statistics
+
+    out = []
+    for path in sorted(folder.glob("*/history.json")):
+        try:
+            times = [r["seconds"] / r.get("seeds_together", 1) for r in json.loads(path.read_text())
+                     if isinstance(r, dict) and r.get("epoch", 0) > 1 and isinstance(r.get("seconds"), int | float)]
+        except (OSError, ValueError, TypeError, RecursionError):
+            continue
+        if times:
+            out.append(statistics.median(times))
+    return out
+
+
+def _reported_seconds(tree) -> list[float]:
+    """The ``seconds_per_epoch`` values anywhere in a results file's measured values and tables."""
+    if isinstance(tree, dict):
+        return [v for k, v in tree.items() if k == "seconds_per_epoch" and isinstance(v, int | float) and v > 0] + [
+            x for k, v in tree.items() if k != "seconds_per_epoch" for x in _reported_seconds(v)]
+    return [x for v in tree for x in _reported_seconds(v)] if isinstance(tree, list) else []
+
+
+def _train_data(cfg) -> dict:
+    return cfg.data.model_dump(exclude={"test_per_class"})
+
+
+def estimate(config: Path, profile: str, records: dict[tuple[str, str], dict], runs_dir: Path | None) -> Estimate:
+    """The expected wall time of `config` at `profile` (see the module's docstring); `records`:
+    results files by (config name, profile), of this kind of device."""
+    from fgsm_repro.config import PROFILES, load_config
+    from fgsm_repro.errors import ReproError
+
+    name = Path(config).stem
+    try:
+        target = load_config(config, profile)
+    except ReproError:
+        return Estimate(None)
+    per_epoch = []
+    for other in PROFILES:
+        try:
+            cfg = target if other == profile else load_config(config, other)
+        except ReproError:
+            continue
+        if _train_data(cfg) != _train_data(target):
+            continue
+        if runs_dir is not None:
+            times = _history_seconds(Path(runs_dir) / f"{name}.{other}")
+            per_epoch += [sum(times) / len(times)] if times else []
+        record = records.get((name, other))
+        if record:
+            reported = _reported_seconds([record.get("measured"), record.get("tables")])
+            per_epoch += [sum(reported) / len(reported)] if reported else []
+            wall, epochs = record["provenance"].get("wall_time_s"), planned_epochs(cfg)
+            if other != profile and isinstance(wall, int | float) and epochs:  # this profile's own: last time
+                per_epoch.append(wall / epochs)
+    projected = max(per_epoch) * planned_epochs(target) if per_epoch else None
+    last = (records.get((name, profile)) or {}).get("provenance", {}).get("wall_time_s")
+    last = last if isinstance(last, int | float) else None
+    if last is not None and (projected is None or last >= projected):
+        return Estimate(float(last), "last time")
+    return Estimate(projected, "projected") if projected is not None else Estimate(None)
+
+
+def results_by_config(results_dir: Path) -> dict[tuple[str, str], dict]:
+    """The results files of `results_dir` measured on this kind of device (JAX's backend), by
+    (config name, profile)."""
+    import jax
+
+    from fgsm_repro.results import read_results
+
+    backend = jax.default_backend()
+    return {(r["name"], r["provenance"]["profile"]): r for r in read_results(results_dir)
+            if r["provenance"].get("device", {}).get("platform", backend) == backend}
+
+
+def plan(configs: list[Path], profile: str, results_dir: Path, runs_dir: Path | None = None) -> Plan:
+    """The :class:`Plan` of a command that runs `configs` at `profile`."""
+    records = results_by_config(results_dir)
+    return Plan([f"{Path(c).stem} [{profile}]" for c in configs],
+                [estimate(c, profile, records, runs_dir) for c in configs])
+
+
+def projected_total(configs: list[Path], profile: str, results_dir: Path,
+                    runs_dir: Path | None = None) -> tuple[float, int]:
+    """(the summed estimates of the `configs` that have one at `profile`, how many have none)."""
+    estimates = plan(configs, profile, results_dir, runs_dir).expected_s
+    return sum(e.seconds for e in estimates if e.seconds is not None), sum(e.seconds is None for e in estimates)
 
 
 @dataclass

@@ -13,12 +13,12 @@ from fgsm_repro.files import write_atomic
 from fgsm_repro.processes import writes_files
 from fgsm_repro.reference import TARGETS, claim_ids
 from fgsm_repro.results import (
-    RESULTS_DIR,
     ResultRecord,
     config_changed,
     config_gone,
     current_config_hash,
     read_results,
+    results_folder,
     scan_results,
     stale_reason,
 )
@@ -86,7 +86,7 @@ def _notes(target, rec: dict) -> str:
     return "; ".join(parts) or "—"
 
 
-def summary_rows(results_dir: Path = RESULTS_DIR, files: set[str] | None = None) -> list[dict]:
+def summary_rows(results_dir: Path | None = None, files: set[str] | None = None) -> list[dict]:
     """Per numeric claim measured (ci runs included): claim, metric, paper, measured, band,
     verdict and profile, formatted for a terminal table. `files`: only the claims of these
     results files (what one command has just measured), whatever else results/ holds."""
@@ -304,7 +304,8 @@ def _left_to_paper() -> dict[str, str]:
     return out
 
 
-def build_report(results_dir: Path = RESULTS_DIR, claims_figure: str | None = None) -> str:
+def build_report(results_dir: Path | None = None, claims_figure: str | None = None) -> str:
+    results_dir = results_folder(results_dir)
     records, unreadable = scan_results(results_dir)
     table, counts = claims_table(records)
     best = best_records(records)
@@ -366,9 +367,10 @@ def claim_points(records: list[dict]) -> list[dict]:
     return rows
 
 
-def write_report(results_dir: Path = RESULTS_DIR) -> Path:
+def write_report(results_dir: Path | None = None) -> Path:
     """REPORT.md, and above its table the figure of every claim against the paper."""
-    path = Path(results_dir) / "REPORT.md"
+    results_dir = results_folder(results_dir)
+    path = results_dir / "REPORT.md"
     if not writes_files():  # one of several processes: the first writes it
         return path
     from fgsm_repro.curves import claims_figure

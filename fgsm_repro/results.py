@@ -27,11 +27,18 @@ from fgsm_repro.errors import ReproError
 from fgsm_repro.reference import TARGETS
 from fgsm_repro.trainings import reused_training_hashes
 
+# The code's own checkout: its git state is the provenance of the code that ran. Files are read and
+# written in the workdir (fgsm_repro.workdir), never here: results/ in the workdir, and the ci-profile
+# numbers the regression tests compare a fresh ci run with in its tests/baselines/ (written only when
+# asked: `fgsm-repro reproduce --profile ci --update-baselines`, `make baselines`).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "results"
-# The ci-profile numbers the regression tests compare a fresh ci run with: written only when
-# asked (`fgsm-repro reproduce --profile ci --update-baselines`, `make baselines`).
-BASELINES_DIR = REPO_ROOT / "tests" / "baselines"
+
+
+def results_folder(results_dir: str | Path | None = None) -> Path:
+    """`results_dir`, or by default the workdir's results/ (:mod:`fgsm_repro.workdir`)."""
+    from fgsm_repro import workdir
+
+    return Path(results_dir) if results_dir else workdir.results_dir()
 
 
 class DatasetRecord(TypedDict, total=False):
@@ -198,8 +205,7 @@ def provenance(cfg: ExperimentConfig, config_file: str | Path | None, dataset: D
     """`git` is :func:`git_state` taken when the run started (the code that ran)."""
     return {
         **git,
-        "config_file": str(Path(config_file).resolve().relative_to(REPO_ROOT))
-        if config_file and Path(config_file).resolve().is_relative_to(REPO_ROOT) else str(config_file),
+        "config_file": _shown_path(config_file),
         "config_hash": cfg.hash(),
         # What the trainings reused from other configs train (their recipes are not in config_hash).
         "reused_training_hashes": reused_training_hashes(cfg),
@@ -214,9 +220,20 @@ def provenance(cfg: ExperimentConfig, config_file: str | Path | None, dataset: D
     }
 
 
-def result_path(name: str, profile: str, results_dir: Path = RESULTS_DIR) -> Path:
+def _shown_path(config_file: str | Path | None) -> str:
+    """A config's path relative to the workdir when it is inside it (configs/t1_softmax.yaml)."""
+    from fgsm_repro import workdir
+
+    found = workdir.current(required=False)
+    path = Path(config_file).resolve() if config_file else None
+    if found is not None and path is not None and path.is_relative_to(found.root):
+        return str(path.relative_to(found.root))
+    return str(config_file)
+
+
+def result_path(name: str, profile: str, results_dir: Path | None = None) -> Path:
     """results/<config name>.<profile>.json"""
-    return Path(results_dir) / f"{name}.{profile}.json"
+    return results_folder(results_dir) / f"{name}.{profile}.json"
 
 
 def write_json(record: dict[str, Any], path: Path) -> Path:
@@ -231,12 +248,15 @@ def write_json(record: dict[str, Any], path: Path) -> Path:
 
 
 def record_baseline(result_file: Path, baselines_dir: Path | None = None) -> Path:
-    """Copy a ci-profile results file into the regression baselines (default: BASELINES_DIR)."""
-    folder = Path(baselines_dir or BASELINES_DIR)
+    """Copy a ci-profile results file into the regression baselines (default: the workdir's
+    tests/baselines/)."""
+    from fgsm_repro import workdir
+
+    folder = Path(baselines_dir or workdir.baselines_dir())
     return files.write_atomic(folder / Path(result_file).name, Path(result_file).read_bytes())
 
 
-def write_result(record: ResultRecord, results_dir: Path = RESULTS_DIR) -> Path:
+def write_result(record: ResultRecord, results_dir: Path | None = None) -> Path:
     return write_json(record, result_path(record["name"], record["provenance"]["profile"], results_dir))
 
 
@@ -245,13 +265,13 @@ class ResultsScan(NamedTuple):
     unreadable: list[str]  # "<file>: <why>", for every results file that could not be read
 
 
-def scan_results(results_dir: Path = RESULTS_DIR) -> ResultsScan:
+def scan_results(results_dir: Path | None = None) -> ResultsScan:
     """The results files of `results_dir`, and the ones that cannot be read (reported, never
     skipped in silence), those of a shape the report cannot read among them (:func:`record_problem`).
     JSON files that are not results (bench.json: no measured values, not named <name>.<profile>.json)
     are left to their readers."""
     records, unreadable = [], []
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for path in sorted(results_folder(results_dir).glob("*.json")):
         try:
             record = json.loads(path.read_text())
             json.dumps(record, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") could not be written out
@@ -273,18 +293,41 @@ def scan_results(results_dir: Path = RESULTS_DIR) -> ResultsScan:
     return ResultsScan(records, unreadable)
 
 
-def read_results(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
+def read_results(results_dir: Path | None = None) -> list[ResultRecord]:
     return scan_results(results_dir).records
+
+
+def _recorded_config(record: ResultRecord) -> Path | None:
+    """The config file `record` was run from when it is not one of the project's configs/ (a config
+    given by its path: `fgsm-repro reproduce path/to/my_exp.yaml`), where it recorded it (absolute,
+    or relative to the workdir); None when there is none."""
+    from fgsm_repro import workdir
+
+    recorded = record.get("provenance", {}).get("config_file")
+    found = workdir.current(required=False)
+    if not isinstance(recorded, str) or not recorded.endswith((".yaml", ".yml")):
+        return None
+    path = Path(recorded) if Path(recorded).is_absolute() else found.root / recorded if found else None
+    if path is None or (found and path.resolve().parent == found.configs.resolve()):
+        return None  # a project config: found by its name in configs/, or gone
+    return path if path.is_file() and path.stem == (record.get("name") or record.get("experiment")) else None
+
+
+def _config_file(record: ResultRecord, config_dir: Path | None) -> Path | None:
+    """Today's config file of `record`'s name: in `config_dir` (default: the workdir's configs/),
+    else where a config given by its path was recorded."""
+    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
+    return configs.get(record.get("name") or record.get("experiment")) or _recorded_config(record)
 
 
 def _current_config(record: ResultRecord, config_dir: Path | None) -> tuple[str | None, str | None]:
     """(the hash of today's config of `record`'s name and profile, None), or (None, why there is none)."""
-    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
     name = record.get("name") or record.get("experiment")
-    if name not in configs:
+    path = _config_file(record, config_dir)
+    if path is None:
         return None, f"its config {name}.yaml is gone (deleted or renamed)"
     try:
-        return load_config(configs[name], record["provenance"]["profile"]).hash(), None
+        return load_config(path, record["provenance"]["profile"]).hash(), None
     except ReproError as e:
         return None, f"its config no longer loads: {' '.join(str(e).split())}"
 
@@ -296,8 +339,7 @@ def current_config_hash(record: ResultRecord, config_dir: Path | None = None) ->
 
 def config_gone(record: ResultRecord, config_dir: Path | None = None) -> bool:
     """Whether no config of `record`'s name is left (deleted or renamed): nothing can re-run it."""
-    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
-    return (record.get("name") or record.get("experiment")) not in configs
+    return _config_file(record, config_dir) is None
 
 
 def _reused_trainings_changed(record: ResultRecord, config_dir: Path | None) -> bool:
@@ -306,10 +348,9 @@ def _reused_trainings_changed(record: ResultRecord, config_dir: Path | None) -> 
     recorded = record["provenance"].get("reused_training_hashes")
     if not recorded:
         return False
-    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
+    path = _config_file(record, config_dir)
     try:
-        cfg = load_config(configs[record.get("name") or record.get("experiment")], record["provenance"]["profile"])
-        return reused_training_hashes(cfg) != recorded
+        return path is None or reused_training_hashes(load_config(path, record["provenance"]["profile"])) != recorded
     except (ReproError, KeyError):
         return True
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fgsm_repro.config import FGSM
+from fgsm_repro.attacks.fgsm import FGSM
 from fgsm_repro.evaluation import adversarial_examples
 
 THRESHOLD = 0.5  # a rubbish input is "classified" when some class gets more than this

@@ -28,8 +28,10 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from fgsm_repro import cpu_tuning
+from fgsm_repro.attacks.common import Victim
+from fgsm_repro.attacks.fgsm import FGSM
 from fgsm_repro.checksums import tree_sha256
-from fgsm_repro.config import FGSM, TrainConfig
+from fgsm_repro.config import TrainConfig
 from fgsm_repro.data.augment import random_crop_flip
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import adversarial_examples, predict
@@ -101,9 +103,11 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
     """``(params, x, y, key) -> (loss, grads)`` of the training objective.
 
     Plain: J(θ, x, y) with dropout, or the model's own ``training_cost(x, y)`` where it has one
-    (a generative model's, e.g. :class:`fgsm_repro.mpdbm.MPDBM`). Adversarial (§6): J̃ = α·J(x) + (1−α)·J(x + η) with
-    η = ε·sign(∇ₓJ(x)) — ∇θ and ∇ₓ of the clean term come from one backward pass — or, for the
-    noise controls, η = ±ε or U(−ε, ε) per pixel. η is a constant (no gradient flows through it).
+    (a generative model's, e.g. :class:`fgsm_repro.mpdbm.MPDBM`). Adversarial (§6): J̃ = α·J(x) + (1−α)·J(x̃)
+    with x̃ the training attack's examples: FGSM's x + ε·sign(∇ₓJ(x)) — ∇θ and ∇ₓ of the clean term
+    come from one backward pass — or any attack's (PGD: Madry et al.), on the model with the clean
+    term's dropout masks, or the noise controls' x ± ε or x + U(−ε, ε). x̃ is a constant (no gradient
+    flows through it).
     Each term draws its own dropout masks. With ``rubbish`` (Appendix A), each term's batch gains
     Gaussian draws labelled "no class".
     """
@@ -128,21 +132,29 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
             return jax.value_and_grad(loss)(params, x, y, key)
 
         return plain
+    attack = adv.training_attack()
 
     def mixed(params, x, y, key):
         clean_key, adv_key, noise_key = jax.random.split(key, 3)
         clean_loss, (clean_grads, x_grad) = jax.value_and_grad(loss, argnums=(0, 1))(params, x, y, clean_key)
-        if adv.perturbation == "fgsm":
-            eta = adv.eps * jnp.sign(x_grad)
-        elif adv.perturbation == "random_sign":
-            eta = adv.eps * jax.random.rademacher(noise_key, x.shape, x.dtype)
-        else:
-            eta = jax.random.uniform(noise_key, x.shape, x.dtype, -adv.eps, adv.eps)
-        adv_loss, adv_grads = jax.value_and_grad(loss)(params, jax.lax.stop_gradient(x + eta), y, adv_key)
+        x_adv = attack.from_gradient(x, x_grad)  # FGSM: ∇ₓ of the clean term's own backward pass
+        if x_adv is None:  # any other attack, on the model as it trains (the clean term's dropout masks)
+            x_adv = attack(training_victim(model, objective, params, clean_key), x, y, noise_key)
+        adv_loss, adv_grads = jax.value_and_grad(loss)(params, jax.lax.stop_gradient(x_adv), y, adv_key)
         grads = jax.tree.map(lambda c, a: adv.alpha * c + (1 - adv.alpha) * a, clean_grads, adv_grads)
         return adv.alpha * clean_loss + (1 - adv.alpha) * adv_loss, grads
 
     return mixed
+
+
+def training_victim(model: nn.Module, objective: Objective, params, key: jax.Array) -> Victim:
+    """The model in training mode, as an attack that makes training examples sees it: dropout on,
+    with the masks of `key` (the same at every step of an iterative attack)."""
+    def logits(x):
+        return model.apply({"params": params}, x, train=True, rngs={"dropout": key})
+
+    return Victim(logits=logits, loss=lambda x, y: objective.loss(logits(x), y).sum(),
+                  predict=lambda x: objective.predict(logits(x)))
 
 
 def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientTransformation,
@@ -364,8 +376,8 @@ def _training_objective(monitor: Callable, params, x: np.ndarray, y: np.ndarray)
 def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) -> float:
     mesh = data_mesh() if cfg.data_parallel else None
     if cfg.early_stopping_on == "adversarial_error":
-        x_val = adversarial_examples(model, objective, params, x_val, y_val,
-                                     FGSM(eps=cfg.adversarial.eps if cfg.adversarial else 0.25), mesh=mesh)
+        attack = cfg.adversarial.validation_attack() if cfg.adversarial else FGSM(eps=0.25)
+        x_val = adversarial_examples(model, objective, params, x_val, y_val, attack, mesh=mesh)
     return error_rate(predict(model, objective, params, x_val, mesh=mesh)[0], y_val)
 
 

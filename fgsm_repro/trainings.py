@@ -28,7 +28,7 @@ def training(cfg: ExperimentConfig, name: str, *, kept: bool = True) -> Training
 def build_model_of(cfg: ExperimentConfig, name: str) -> tuple[nn.Module, Objective]:
     """The model (and its output objective) that training `name` of `cfg` trains."""
     model = cfg.model_of(name)
-    return build_model(model.name, model.options)
+    return build_model(model.name, model.options, [cfg.folder])
 
 
 def reused_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:

@@ -46,6 +46,11 @@ def compared_metric(metric: str, value) -> bool:
     return isinstance(value, int | float) and floor(metric) is not None
 
 
+def shipped(path: Path = TOLERANCES) -> set[str]:
+    """The project's own configs: those whose variability was measured (a user's configs are not)."""
+    return set(json.loads(path.read_text()).get("experiments", {}))
+
+
 def tolerances(name: str, path: Path = TOLERANCES) -> dict[str, float]:
     """claim/metric -> tolerance of experiment `name`, as derived from measured variability."""
     if not path.is_file():

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fgsm_repro.attacks import bim, cw_l2, deepfool, fgm, fgsm, jsma, least_likely, pgd, random_other
+from fgsm_repro.attacks.base import built_in_attacks, parse_attack
 from fgsm_repro.attacks.bim import kurakin_steps
-from fgsm_repro.config import NestedFieldError, parse_attack
-from fgsm_repro.errors import ReproError
+from fgsm_repro.errors import NestedFieldError, ReproError
 from fgsm_repro.objectives import SOFTMAX
 from tests.helpers import count_case
 
@@ -199,9 +199,24 @@ def test_targeted_attacks_never_move_away_from_their_target_on_a_linear_model(ep
 
 # --- composition and configs ----------------------------------------------------------------------
 
-def _built_in(spec_type) -> set[str]:
-    """The project's attacks (tests and users may register more, e.g. tests/toys/top_k_flip.py)."""
-    return {name for name, cls in spec_type.registry.items() if cls.__module__ == "fgsm_repro.config.attacks"}
+NOISE_CONTROLS = {"random_sign", "uniform_noise"}  # built in for adversarial training; they ignore the model
+
+
+def _built_in(spec_type=None) -> set[str]:
+    """The project's attacks on a model (users add more in their own modules, e.g. tests/toys/top_k_flip.py)."""
+    return set(built_in_attacks()) - NOISE_CONTROLS
+
+
+def test_every_built_in_attack_is_one_module_named_as_its_spec():
+    import importlib
+
+    attacks = built_in_attacks()
+    assert set(attacks) >= {"fgsm", "fgm", "bim", "pgd", "deepfool", "jsma", "cw", *NOISE_CONTROLS}
+    for name, spec in attacks.items():
+        module = importlib.import_module(f"fgsm_repro.attacks.{name}")
+        assert spec.__module__ == module.__name__ and spec.model_fields["name"].default == name
+        assert module.__doc__ and "Usage" in module.__doc__, name  # the paper, the norm, shapes, an example
+        assert parse_attack({"name": name, **({"eps": 0.1} if "eps" in spec.model_fields else {})}).name == name
 
 
 def test_the_iterative_attacks_compose_with_jit_and_vmap():
@@ -234,7 +249,7 @@ def test_attack_settings_are_validated_with_the_field_named(settings_, message):
 
 
 def test_every_attack_runs_through_evaluation_with_predicted_labels_and_refuses_nan():
-    from fgsm_repro.config.attacks import AttackSpec
+    from fgsm_repro.attacks.base import AttackSpec
     from fgsm_repro.evaluation import adversarial_examples
     from fgsm_repro.models import build_model
 
@@ -256,8 +271,8 @@ def test_every_attack_runs_through_evaluation_with_predicted_labels_and_refuses_
 
 
 def test_target_hit_counts_the_examples_classified_as_the_targets_the_attack_drew():
+    from fgsm_repro.attacks.base import TARGET_STREAM
     from fgsm_repro.attacks.common import random_other
-    from fgsm_repro.config.attacks import TARGET_STREAM
     from fgsm_repro.evaluation import ATTACK_KEY, attack_metrics, predict
     from fgsm_repro.models import build_model
 
@@ -284,8 +299,8 @@ def test_target_hit_counts_the_examples_classified_as_the_targets_the_attack_dre
 
 
 def test_the_attack_benchmark_runs_every_attack_and_refuses_a_bad_one_in_one_line():
+    from fgsm_repro.attacks.base import AttackSpec
     from fgsm_repro.config import experiment_configs, load_config
-    from fgsm_repro.config.attacks import AttackSpec
     from fgsm_repro.experiments.attacks_mnist import Options
     from fgsm_repro.experiments.common import experiment_options
 
@@ -294,6 +309,19 @@ def test_the_attack_benchmark_runs_every_attack_and_refuses_a_bad_one_in_one_lin
         options = experiment_options(cfg, Options)
         assert {spec.name for spec in options.attacks.values()} == _built_in(AttackSpec)
     bad = cfg.model_copy(update={"options": {"attacks": {"df": {"name": "deepfool", "eps": 1}}}})
-    with pytest.raises(ReproError, match="options.attacks': eps: unknown key for deepfool") as e:
+    with pytest.raises(ReproError, match="options.attacks.eps': unknown key for deepfool") as e:
         experiment_options(bad, Options)
     assert "\n" not in str(e.value)
+
+
+def test_the_attack_table_of_the_docs_names_every_built_in_attack_and_its_settings():
+    """docs/attacks.md's table is prose, checked against the registry: every built-in attack has a
+    row, and the row names each of its own settings."""
+    from conftest import REPO
+
+    rows = {line.split("|")[1].strip().strip("`"): line for line in (REPO / "docs" / "attacks.md").read_text()
+            .splitlines()[:40] if line.startswith("| `")}
+    assert set(rows) == set(built_in_attacks())
+    for name, spec in built_in_attacks().items():
+        own = set(spec.model_fields) - {"name", "clip", "labels"}
+        assert all(f"`{field}`" in rows[name] for field in own), name

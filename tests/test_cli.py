@@ -121,6 +121,20 @@ def test_bad_attack_options_are_one_line_errors(mnist_data_dir, trained_tiny, ar
     assert isinstance(res.exception, ReproError) and message in str(res.exception), res.output
 
 
+def test_an_attack_runs_from_python_without_the_cli(tmp_path, mnist_data_dir, trained_tiny):
+    from fgsm_repro.attack_run import AttackReport, run_attack, write_attack_record
+
+    report = run_attack(trained_tiny, "fgm", eps=2.0, params={"norm": 2}, limit=100, data_dir=mnist_data_dir)
+    assert isinstance(report, AttackReport) and report.spec.name == "fgm" and report.examples == 100
+    assert report.adversarial["error"] > report.clean["error"] and not report.configured and not report.written
+    written = write_attack_record(report, out=tmp_path / "a.json", save_examples=4)
+    assert sorted(written) == ["json", "npz", "png"] and json.loads(written["json"].read_text()) == json.loads(
+        json.dumps(report.record()))
+    assert run_attack(trained_tiny, data_dir=mnist_data_dir).configured  # the config's attack, whole test set
+    with pytest.raises(ReproError, match="attack option eps"):
+        run_attack(trained_tiny, eps=-1.0)
+
+
 @pytest.fixture(scope="module")
 def trained_tiny(tmp_path_factory, mnist_data_dir):
     folder = tmp_path_factory.mktemp("tiny")

@@ -92,7 +92,7 @@ def test_bad_eps_is_rejected(eps):
 
 
 def test_nan_inputs_are_rejected_by_the_evaluator():
-    from fgsm_repro.config import FGSM
+    from fgsm_repro.attacks.fgsm import FGSM
     from fgsm_repro.evaluation import adversarial_examples
     from fgsm_repro.models import build_model
 

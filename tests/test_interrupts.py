@@ -72,7 +72,7 @@ def test_ctrl_c_inside_a_long_attack_ends_at_once_and_promises_no_resume(tmp_pat
 
 @pytest.mark.mnist
 def test_ctrl_c_after_reproduce_wrote_its_results_says_so(tmp_path, mnist_data_dir):
-    env = dict(os.environ, TFDS_DATA_DIR=str(mnist_data_dir))
+    env = dict(os.environ, TFDS_DATA_DIR=str(mnist_data_dir), FGSM_REPRO_WORKDIR=str(REPO))  # run from tmp_path
     report = tmp_path / "results" / "REPORT.md"
     status, err, _ = _interrupt_after(["reproduce", "T1.softmax", "--profile", "ci", "--results-dir",
                                        str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"), "-q"],

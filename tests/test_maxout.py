@@ -211,7 +211,7 @@ def test_resume_anywhere_gives_identical_parameters(tmp_path, monkeypatch, secon
 
 
 def test_early_stopping_on_adversarial_error_picks_the_fgsm_validation_best():
-    from fgsm_repro.config import FGSM
+    from fgsm_repro.attacks.fgsm import FGSM
     from fgsm_repro.evaluation import adversarial_examples, predict
     from fgsm_repro.metrics import error_rate
 

@@ -55,7 +55,7 @@ def test_pgd_composes_with_jit_and_vmap_and_rejects_negative_eps():
 def test_the_pgd_config_runs_through_evaluation_like_the_function():
     """`attack: {name: pgd, ...}` in a config is the pgd function on the model's summed loss, with
     the random start keyed per batch by its first example's index."""
-    from fgsm_repro.config import PGD
+    from fgsm_repro.attacks.pgd import PGD
     from fgsm_repro.evaluation import ATTACK_KEY, adversarial_examples
     from fgsm_repro.models import build_model
 

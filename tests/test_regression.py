@@ -14,10 +14,10 @@ import pytest
 from fgsm_repro.config import experiment_configs, load_config
 from fgsm_repro.experiments.common import Context
 from fgsm_repro.experiments.runner import run_config
-from fgsm_repro.results import BASELINES_DIR, config_changed
-from tests.regression import explain, mismatches, tolerances
+from fgsm_repro.results import config_changed
+from tests.regression import BASELINES, explain, mismatches, shipped, tolerances
 
-RECORDED = BASELINES_DIR
+RECORDED = BASELINES  # this checkout's tests/baselines/
 
 pytestmark = [pytest.mark.mnist, pytest.mark.regression, pytest.mark.slow]
 
@@ -27,7 +27,9 @@ def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir, req
     if load_config(experiment_configs()[name], "ci").data.dataset == "cifar10":
         request.getfixturevalue("cifar_data_dir")  # imported like MNIST when it is not there yet
     recorded_file = RECORDED / f"{name}.ci.json"
-    assert recorded_file.is_file(), f"no ci baseline: run `make baselines` ({name})"
+    if not recorded_file.is_file():
+        assert name not in shipped(), f"no ci baseline for the shipped config {name}: run `make baselines`"
+        pytest.skip(f"{name}: no ci baseline yet for this config of your own; `make baselines` records one")
     recorded = json.loads(recorded_file.read_text())
     ctx = Context(data_dir=mnist_data_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
                   show_progress=False)

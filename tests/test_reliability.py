@@ -22,7 +22,6 @@ from conftest import REPO
 
 from fgsm_repro import cli, files
 from fgsm_repro.config import experiment_configs, load_config
-from fgsm_repro.config.models import MODEL_OPTIONS
 from fgsm_repro.errors import ReproError
 from fgsm_repro.models import MODELS
 from fgsm_repro.results import read_results, scan_results, stale_reason
@@ -98,20 +97,19 @@ def test_non_utf8_and_binary_configs_are_refused(tmp_path):
 
 def test_every_option_of_every_built_in_model_is_checked():
     """Each registered model kind has an options model, and it names exactly the module's fields."""
-    assert set(MODELS) == set(MODEL_OPTIONS)
     for name, spec in MODELS.items():
         fields = {f.name for f in dataclasses.fields(spec.module) if f.name not in ("parent", "name", "dot_general")}
-        assert set(MODEL_OPTIONS[name].model_fields) == fields, name
+        assert spec.options is not None and set(spec.options.model_fields) == fields, name
 
 
 def test_checking_model_options_leaves_every_config_hash_unchanged(monkeypatch):
     """The options as checked are the options as written: results recorded before the checks keep
     their config hashes (so they are not stale for it)."""
-    import fgsm_repro.config as config
+    import fgsm_repro.config.schema as config
 
     profiles = ("paper", "fast", "ci")
     checked = {(n, p): load_config(path, p).hash() for n, path in experiment_configs().items() for p in profiles}
-    monkeypatch.setattr(config, "MODEL_OPTIONS", {})
+    monkeypatch.setattr(config, "options_schema", lambda *_: None)
     assert checked == {(n, p): load_config(path, p).hash() for n, path in experiment_configs().items()
                        for p in profiles}
 
@@ -354,13 +352,13 @@ def test_a_result_of_another_config_or_dataset_is_stale_and_reproduce_stale_pick
 
 
 @pytest.mark.mnist
-def test_ci_runs_do_not_touch_the_baselines_unless_asked(tmp_path, monkeypatch, mnist_data_dir):
-    import fgsm_repro.results as results
-
-    baselines = tmp_path / "baselines"
-    monkeypatch.setattr(results, "BASELINES_DIR", baselines)
+def test_ci_runs_do_not_touch_the_baselines_unless_asked(tmp_path, mnist_data_dir):
+    project = tmp_path / "project"  # a workdir of its own: its tests/baselines/, not this checkout's
+    project.mkdir()
+    (project / "configs").symlink_to(REPO / "configs")
+    baselines = project / "tests" / "baselines"
     argv = ["reproduce", "F2.adv", "--profile", "ci", "--results-dir", str(tmp_path / "r"), "--runs-dir",
-            str(tmp_path / "u"), "--data-dir", str(mnist_data_dir), "-q"]
+            str(tmp_path / "u"), "--data-dir", str(mnist_data_dir), "-q", "--workdir", str(project)]
     code, _, err = run_cli(argv)
     assert code == 0, err
     assert (tmp_path / "r" / "f2_logistic.ci.json").is_file() and not baselines.exists()

@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgsm_repro.config import FGSM, NestedFieldError, parse_attack
+from fgsm_repro.attacks.base import parse_attack
+from fgsm_repro.attacks.fgsm import FGSM
+from fgsm_repro.errors import NestedFieldError
 from fgsm_repro.evaluation import adversarial_examples
 from fgsm_repro.models import SoftmaxRegression
 from fgsm_repro.objectives import LOGISTIC, SOFTMAX

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(r'''
     from fgsm_repro.runtime import Runtime
     Runtime.from_env(compilation_cache=False).apply()  # with FGSM_REPRO_DISTRIBUTED=1: before any computation
     import json, re, jax, jax.numpy as jnp, numpy as np
-    from fgsm_repro.config import FGSM
+    from fgsm_repro.attacks.fgsm import FGSM
     from fgsm_repro.evaluation import adversarial_examples, predict
     from fgsm_repro.models import MaxoutMLP
     from fgsm_repro.objectives import SOFTMAX

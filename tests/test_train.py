@@ -101,3 +101,39 @@ def test_a_checkpoint_of_another_train_state_layout_is_a_one_line_error(tmp_path
     with pytest.raises(ReproError, match="cannot restore") as err:
         fit_one(model, objective, with_momentum, *_toy(), seed=0, checkpoint_dir=tmp_path, config_hash="h")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("perturbation", ["fgsm", "random_sign", "uniform"])
+def test_the_papers_adversarial_objective_is_unchanged_by_attacks_driving_training(perturbation):
+    """The short form (§6's FGSM mix, the noise controls) and the same attack named in full give,
+    bit for bit, the objective written out as the paper states it: α·J(x) + (1−α)·J(x + η), η from
+    the clean term's own ∇ₓ (FGSM) or the step's noise key, each term with its own dropout masks."""
+    import jax.numpy as jnp
+
+    from fgsm_repro.train import make_loss_and_grad
+
+    model, objective = build_model("maxout_mlp", {"units": 16, "pieces": 2, "input_keep": 0.8, "hidden_keep": 0.5})
+    x = jnp.asarray(np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32))
+    y = jnp.arange(20, dtype=jnp.int32) % 10
+    params = model.init(jax.random.PRNGKey(0), x[:1])["params"]
+    key, alpha, eps = jax.random.PRNGKey(5), 0.5, 0.25
+
+    def cost(p, inputs, k):
+        return objective.loss(model.apply({"params": p}, inputs, train=True, rngs={"dropout": k}), y).mean()
+
+    def paper(p):  # the objective as written before any attack could drive training
+        clean_key, adv_key, noise_key = jax.random.split(key, 3)
+        clean, (clean_grads, x_grad) = jax.value_and_grad(cost, argnums=(0, 1))(p, x, clean_key)
+        eta = {"fgsm": lambda: eps * jnp.sign(x_grad),
+               "random_sign": lambda: eps * jax.random.rademacher(noise_key, x.shape, x.dtype),
+               "uniform": lambda: jax.random.uniform(noise_key, x.shape, x.dtype, -eps, eps)}[perturbation]()
+        adv, adv_grads = jax.value_and_grad(cost)(p, jax.lax.stop_gradient(x + eta), adv_key)
+        return alpha * clean + (1 - alpha) * adv, jax.tree.map(lambda c, a: alpha * c + (1 - alpha) * a,
+                                                                 clean_grads, adv_grads)
+
+    attack = {"fgsm": "fgsm", "random_sign": "random_sign", "uniform": "uniform_noise"}[perturbation]
+    short = _cfg(adversarial={"alpha": alpha, "eps": eps, "perturbation": perturbation})
+    full = _cfg(adversarial={"alpha": alpha, "attack": {"name": attack, "eps": eps}})
+    expected = jax.jit(paper)(params)
+    for cfg in (short, full):
+        _assert_same(jax.jit(make_loss_and_grad(model, objective, cfg))(params, x, y, key), expected)

@@ -29,6 +29,10 @@ def test_help_shows_bracketed_defaults_and_bench_lists_its_workloads():
     assert "import [OPTIONS] NAME PATH\n" in out
     code, out, _ = run_cli(["bench", "--help"])
     assert code == 0 and all(f"{name}:" in out for name in WORKLOADS)
+    from fgsm_repro.attacks import built_in_attacks
+
+    code, out, _ = run_cli(["attack", "--help"])  # the attacks listed are the registry's
+    assert code == 0 and "module:Class" in out and all(f"\n  {name}: " in out for name in built_in_attacks())
     code, out, _ = run_cli(["--help"])
     assert "--install-completion" in out and "--version" in out
 

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 
+from fgsm_repro.attacks.base import AttackSpec, NonNegativeFloat, PositiveFloat, PositiveInt, Target
 from fgsm_repro.attacks.common import check_eps
 from fgsm_repro.attacks.pgd import pgd
 
@@ -62,3 +64,21 @@ def bim(
     step_size = 1.0 / PIXEL_LEVELS if step_size is None else step_size
     steps = kurakin_steps(eps) if steps is None else steps
     return pgd(loss_fn, x, y, eps, step_size=step_size, steps=steps, norm=math.inf, targeted=targeted, clip=clip)
+
+
+class BIM(AttackSpec):
+    """I-FGSM / the basic iterative method (:mod:`fgsm_repro.attacks.bim`) with Kurakin et al.'s
+    rule: step 1/255 and ⌊min(255ε + 4, 1.25 · 255ε)⌋ steps unless given, pixels kept in [0, 1]
+    unless `clip` says otherwise. `target: least_likely` is their iterative least-likely class."""
+
+    name: Literal["bim"] = "bim"
+    clip: tuple[float, float] | None = (0.0, 1.0)
+    eps: NonNegativeFloat
+    steps: PositiveInt | None = None
+    step_size: PositiveFloat | None = None
+    target: Target | None = None
+
+    def perturb(self, victim, x, y, key):
+        targets = self.targets(victim, x, y, key)
+        return bim(victim.loss, x, y if targets is None else targets, self.eps, step_size=self.step_size,
+                   steps=self.steps, targeted=targets is not None, clip=self.clip)

@@ -29,11 +29,13 @@ Pure and traceable (nested ``lax.fori_loop``s): composes with ``jax.jit`` and ``
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fgsm_repro.attacks.base import AttackSpec, NonNegativeFloat, PositiveFloat, PositiveInt, Target
 from fgsm_repro.attacks.common import batch_norm, label_logit, other_best
 
 TANH_SHRINK = 0.999999  # keeps atanh finite at the ends of the range, as the authors' code does
@@ -120,3 +122,26 @@ def cw_l2(
              x, jnp.full(n, jnp.inf, x.dtype))
     _, _, _, best, _ = jax.lax.fori_loop(0, binary_search_steps, search_step, carry)
     return jax.lax.stop_gradient(best.astype(x.dtype))
+
+
+class CarliniWagnerL2(AttackSpec):
+    """Carlini–Wagner L2 (:mod:`fgsm_repro.attacks.cw`): Adam on the tanh-reparametrised input,
+    `binary_search_steps` values of the constant c from `initial_const`, `steps` each, margin
+    `confidence` (κ); untargeted unless `target` is set. Minimal-perturbation: no ε. A clip range
+    is the tanh box; ``clip: null`` optimises the perturbation directly."""
+
+    name: Literal["cw"] = "cw"
+    clip: tuple[float, float] | None = (0.0, 1.0)
+    confidence: NonNegativeFloat = 0.0
+    initial_const: PositiveFloat = 1e-3
+    binary_search_steps: PositiveInt = 9
+    steps: PositiveInt = 1000
+    learning_rate: PositiveFloat = 0.01
+    target: Target | None = None
+
+    def perturb(self, victim, x, y, key):
+        targets = self.targets(victim, x, y, key)
+        return cw_l2(victim.logits, x, y if targets is None else targets, targeted=targets is not None,
+                     confidence=self.confidence, initial_const=self.initial_const,
+                     binary_search_steps=self.binary_search_steps, steps=self.steps,
+                     learning_rate=self.learning_rate, clip=self.clip)

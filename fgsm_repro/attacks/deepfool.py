@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
+from fgsm_repro.attacks.base import AttackSpec, NonNegativeFloat, PositiveInt, norm_value
 from fgsm_repro.attacks.common import batch_norm, label_logit
 
 BOUNDARY_MARGIN = 1e-4
@@ -116,3 +118,18 @@ def deepfool(
     state = (0, x, jnp.zeros_like(x), jnp.zeros(x.shape[0], bool))
     _, x_adv, _, _ = jax.lax.while_loop(cond, body, state)
     return jax.lax.stop_gradient(x_adv.astype(x.dtype))
+
+
+class DeepFool(AttackSpec):
+    """DeepFool (:mod:`fgsm_repro.attacks.deepfool`), L2 or L∞: steps to the nearest linearised
+    boundary until the label flips, `overshoot` beyond it, at most `max_iter` steps. A minimal-
+    perturbation attack: no ε; its result is read in the perturbation norms."""
+
+    name: Literal["deepfool"] = "deepfool"
+    norm: Literal[2, "inf"] = 2
+    overshoot: NonNegativeFloat = 0.02
+    max_iter: PositiveInt = 50
+
+    def perturb(self, victim, x, y, key):
+        return deepfool(victim.logits, x, y, norm=norm_value(self.norm), overshoot=self.overshoot,
+                        max_iter=self.max_iter, clip=self.clip)

@@ -26,9 +26,11 @@ Pure and traceable: composes with ``jax.jit``, ``jax.vmap`` (over batches) and `
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 
+from fgsm_repro.attacks.base import AttackSpec, NonNegativeFloat, Target
 from fgsm_repro.attacks.common import check_eps, clip_to, normalized
 
 
@@ -57,3 +59,18 @@ def fgm(
     direction = -1.0 if targeted else 1.0
     x_adv = x + direction * eps * normalized(jax.grad(loss_fn)(x, y), norm)
     return jax.lax.stop_gradient(clip_to(x_adv, clip).astype(x.dtype))
+
+
+class FGM(AttackSpec):
+    """The fast gradient method (:mod:`fgsm_repro.attacks.fgm`): one step of Lₚ size `eps` along
+    the gradient normalised by its L2 or L1 norm (FGSM is the L∞ case)."""
+
+    name: Literal["fgm"] = "fgm"
+    eps: NonNegativeFloat
+    norm: Literal[1, 2] = 2
+    target: Target | None = None
+
+    def perturb(self, victim, x, y, key):
+        targets = self.targets(victim, x, y, key)
+        return fgm(victim.loss, x, y if targets is None else targets, self.eps, norm=self.norm,
+                   targeted=targets is not None, clip=self.clip)

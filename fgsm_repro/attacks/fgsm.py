@@ -29,11 +29,14 @@ wrapped in ``stop_gradient``, as the paper treats the perturbation as a constant
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from pydantic import field_validator
 
-from fgsm_repro.attacks.common import check_eps
+from fgsm_repro.attacks.base import AttackSpec, NonNegativeFloat, Target
+from fgsm_repro.attacks.common import check_eps, clip_to
 
 
 def fgsm(
@@ -67,3 +70,39 @@ def fgsm(
     if clip is not None:
         x_adv = jnp.clip(x_adv, clip[0], clip[1])
     return jax.lax.stop_gradient(x_adv.astype(x.dtype))
+
+
+class FGSM(AttackSpec):
+    """The fast gradient sign method (:mod:`fgsm_repro.attacks.fgsm`), L∞ size `eps`; `targeted`:
+    the labels given are target classes, and the step lowers their cost (Appendix A's fooling
+    images) rather than raising the cost of the true class."""
+
+    name: Literal["fgsm"] = "fgsm"
+    eps: NonNegativeFloat
+    targeted: bool = False
+    target: Target | None = None
+
+    @field_validator("targeted")
+    @classmethod
+    def _targets_given(cls, v, info):
+        if v and info.data.get("labels") == "predicted":
+            raise ValueError("a targeted attack steps toward the labels it is given: labels must be 'true'")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _one_way_to_target(cls, v, info):
+        if v is not None and info.data.get("targeted"):
+            raise ValueError("give either targeted: true (the labels are targets) or target, not both")
+        return v
+
+    def perturb(self, victim, x, y, key):
+        targets = self.targets(victim, x, y, key)
+        if targets is not None:
+            return fgsm(victim.loss, x, targets, self.eps, targeted=True, clip=self.clip)
+        return fgsm(victim.loss, x, y, self.eps, targeted=self.targeted, clip=self.clip)
+
+    def from_gradient(self, x, x_grad):
+        if self.targeted or self.target is not None or self.labels != "true":
+            return None
+        return clip_to(x + self.eps * jnp.sign(x_grad), self.clip)

@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from pydantic import field_validator
 
+from fgsm_repro.attacks.base import INF, AttackSpec, NonNegativeFloat, PositiveFloat, PositiveInt, Target, norm_value
 from fgsm_repro.attacks.common import batch_norm, check_eps, clip_to, normalized, per_example_loss, project
 from fgsm_repro.errors import ReproError
 
@@ -102,3 +105,33 @@ def pgd(
 
         best, _ = jax.lax.fori_loop(1, restarts, keep_stronger, (best, per_example_loss(loss_fn, best, y)))
     return jax.lax.stop_gradient(best.astype(x.dtype))
+
+
+class PGD(AttackSpec):
+    """PGD (:mod:`fgsm_repro.attacks.pgd`): `steps` normalised-gradient steps of `step_size`
+    (default 2.5·eps/steps, Madry et al.'s rule) projected on the L∞ or L2 (`norm`) ball of radius
+    `eps`, from a random start in the ball (`random_start`; without it and in L∞, the basic
+    iterative method with a free step size); `restarts` keeps each example's strongest start."""
+
+    name: Literal["pgd"] = "pgd"
+    eps: NonNegativeFloat
+    norm: Literal[2, "inf"] = INF
+    steps: PositiveInt = 10
+    step_size: PositiveFloat | None = None
+    random_start: bool = True
+    restarts: PositiveInt = 1
+    target: Target | None = None
+
+    @field_validator("restarts")
+    @classmethod
+    def _restarts_need_starts(cls, v, info):
+        if v > 1 and not info.data.get("random_start", True):
+            raise ValueError("restarts need random_start: true")
+        return v
+
+    def perturb(self, victim, x, y, key):
+        targets = self.targets(victim, x, y, key)
+        step_size = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        return pgd(victim.loss, x, y if targets is None else targets, self.eps, step_size=step_size,
+                   steps=self.steps, norm=norm_value(self.norm), key=key if self.random_start else None,
+                   restarts=self.restarts, targeted=targets is not None, clip=self.clip)

@@ -1,9 +1,9 @@
 """The options of each built-in model kind, checked when a config is loaded.
 
-One pydantic model per kind, with the ranges a model can be built and trained with. A field left
-out keeps the Flax module's own default (:mod:`fgsm_repro.models`), so no default is stated twice;
-``tests/test_config.py`` checks that every module field has its option here. Models registered by
-a user (not named here) are checked when they are built.
+One pydantic model per kind, with the ranges a model can be built and trained with; each kind of
+:data:`fgsm_repro.models.MODELS` names its own. A field left out keeps the Flax module's own
+default, so no default is stated twice; ``tests/test_reliability.py`` checks that every module
+field has its option here. A user's model without an options model is checked when it is built.
 """
 
 from __future__ import annotations
@@ -108,14 +108,3 @@ class MPDBMOptions(_Options):
         if self.hidden_bias_init is not None and len(self.hidden_bias_init) != 2:
             raise ValueError("hidden_bias_init needs one value per hidden layer (2)")
         return self
-
-
-MODEL_OPTIONS: dict[str, type[_Options]] = {
-    "softmax_regression": SoftmaxRegressionOptions,
-    "logistic_regression": LogisticRegressionOptions,
-    "maxout_mlp": MaxoutMLPOptions,
-    "maxout_mlp_sigmoid": MaxoutMLPOptions,
-    "rbf_network": RBFNetworkOptions,
-    "conv_maxout": ConvMaxoutOptions,
-    "mpdbm": MPDBMOptions,
-}

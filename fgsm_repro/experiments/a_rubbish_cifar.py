@@ -28,7 +28,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from fgsm_repro.config import FGSM, ExperimentConfig
+from fgsm_repro.attacks.fgsm import FGSM
+from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.data.preprocess import unwhiten
 from fgsm_repro.data.sources import CLASS_NAMES

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fgsm_repro.config import AttackSpec, ExperimentConfig, parse_attack
+from fgsm_repro.attacks.base import AttackSpec, parse_attack
+from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate, predict
 from fgsm_repro.experiments.common import Context, Outcome, experiment_options, pyplot, save_figure, train

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,30 +17,32 @@ from jax.sharding import Mesh
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from fgsm_repro import trainings
-from fgsm_repro.config import AttackSpec, ExperimentConfig, experiment_configs, point_tag
+from fgsm_repro import trainings, workdir
+from fgsm_repro.attacks.base import AttackSpec
+from fgsm_repro.config import ExperimentConfig, experiment_configs, point_tag
 from fgsm_repro.curves import save_history
 from fgsm_repro.data import Splits
-from fgsm_repro.errors import ReproError
+from fgsm_repro.errors import ReproError, field_problem
 from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.files import save_figure_atomic
 from fgsm_repro.objectives import Objective
 from fgsm_repro.pictures import pyplot  # noqa: F401  (the experiments draw with it)
 from fgsm_repro.processes import writes_files
 from fgsm_repro.progress import Plan, progress
-from fgsm_repro.results import REPO_ROOT, RESULTS_DIR
 from fgsm_repro.runs import write_run
 from fgsm_repro.train import Checkpoints, FitResult, Trainer, fit, seeds_together_by_default
 
 
 @dataclass
 class Context:
-    """Where a run reads and writes, and how chatty it is."""
+    """Where a run reads and writes, and how chatty it is. The folders default to the workdir's
+    results/ and runs/ (:mod:`fgsm_repro.workdir`; $FGSM_REPRO_RUNS_DIR puts the checkpoints
+    elsewhere), found when the context is made."""
 
     data_dir: Path | None = None
-    results_dir: Path = RESULTS_DIR
-    # Checkpoints of resumable runs; $FGSM_REPRO_RUNS_DIR puts them outside the checkout.
-    runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("FGSM_REPRO_RUNS_DIR") or REPO_ROOT / "runs"))
+    results_dir: Path = field(default_factory=workdir.results_dir)
+    # Checkpoints of resumable runs.
+    runs_dir: Path = field(default_factory=workdir.runs_dir)
     show_progress: bool = True
     console: Console = field(default_factory=lambda: Console(stderr=True))
     # Evaluation and attack batches are split across this mesh's devices (None: one device).
@@ -204,10 +205,9 @@ def experiment_options(cfg: ExperimentConfig, options_type: type[BaseModel] | No
     try:
         return options_type.model_validate(cfg.options)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ReproError(f"{where}{'.' + loc if loc else ''}': {msg}") from None
+        problem = field_problem(e)
+        loc = ".".join(str(p) for p in problem.loc)
+        raise ReproError(f"{where}{'.' + loc if loc else ''}': {problem.msg}") from None
 
 
 def weight_norms(params) -> dict[str, float]:

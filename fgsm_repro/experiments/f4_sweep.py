@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fgsm_repro.config import FGSM, ExperimentConfig
+from fgsm_repro.attacks.fgsm import FGSM
+from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import adversarial_examples, predict

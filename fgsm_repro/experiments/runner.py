@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from fgsm_repro.config import ExperimentConfig, experiment_configs, load_config, read_yaml, train_overrides
-from fgsm_repro.config.attacks import NestedFieldError
 from fgsm_repro.curves import learning_curves
 from fgsm_repro.data import make_splits
-from fgsm_repro.errors import ReproError
-from fgsm_repro.experiments import EXPERIMENTS
+from fgsm_repro.errors import NestedFieldError, ReproError
+from fgsm_repro.experiments import find_experiment
 from fgsm_repro.experiments.common import Context, Outcome, experiment_options, save_figure
-from fgsm_repro.models import MODELS, build_model
+from fgsm_repro.models import build_model, find_model
 from fgsm_repro.processes import require_data_parallel, writes_files
 from fgsm_repro.reference import claim_ids
 from fgsm_repro.results import (
@@ -61,28 +60,29 @@ def check_names(cfg: ExperimentConfig, config_path: str | Path) -> None:
     """The names `cfg` uses (its experiment, models) exist, each model's task is the data's, the
     attack's target and the rubbish label are classes of the models (one-line errors; what `train`
     checks)."""
-    if cfg.experiment not in EXPERIMENTS:
-        raise ReproError(f"{config_path}: field 'experiment': unknown experiment {cfg.experiment!r}; "
-                         f"known: {', '.join(sorted(EXPERIMENTS))}")
+    try:
+        find_experiment(cfg.experiment, [cfg.folder])
+    except ReproError as e:
+        raise ReproError(f"{config_path}: field 'experiment': {e}") from None
     for name, model in cfg.model_specs().items():
         field = "model" if cfg.model is not None else f"models.{name}"
-        if model.name not in MODELS:
-            raise ReproError(f"{config_path}: field '{field}.name': unknown model {model.name!r}; "
-                             f"known: {', '.join(sorted(MODELS))}")
-        binary = MODELS[model.name].objective.binary
+        try:
+            binary = find_model(model.name, [cfg.folder]).objective.binary
+        except ReproError as e:
+            raise ReproError(f"{config_path}: field '{field}.name': {e}") from None
         if binary != (cfg.data.classes is not None):
             raise ReproError(f"{config_path}: field 'data.classes': model {model.name} needs " + (
                 "a binary task (data.classes: [a, b])" if binary else "all classes (no data.classes)"))
         if not binary and cfg.attack is not None:
             try:
-                cfg.attack.check_classes(getattr(build_model(model.name, model.options)[0], "num_classes", None))
+                cfg.attack.check_classes(_num_classes(cfg, model))
             except NestedFieldError as e:
                 raise ReproError(f"{config_path}: field 'attack.{'.'.join(map(str, e.loc))}': {e.msg}") from None
     for name, training in cfg.training_specs().items():
         rubbish = None if training.reuse else cfg.train_of(name, training.points()[0]).rubbish
         if rubbish is None:
             continue
-        classes = getattr(build_model(cfg.model_of(name).name, cfg.model_of(name).options)[0], "num_classes", None)
+        classes = _num_classes(cfg, cfg.model_of(name))
         data_classes = 2 if cfg.data.classes else 10
         if not (rubbish.label == data_classes and classes == data_classes + 1):
             raise ReproError(f"{config_path}: field 'trainings.{name}.train.rubbish.label': the rubbish class must be "
@@ -90,11 +90,15 @@ def check_names(cfg: ExperimentConfig, config_path: str | Path) -> None:
                              f"{data_classes} classes; the model {classes})")
 
 
+def _num_classes(cfg: ExperimentConfig, model) -> int | None:
+    return getattr(build_model(model.name, model.options, [cfg.folder])[0], "num_classes", None)
+
+
 def experiment_module(cfg: ExperimentConfig, config_path: str | Path):
     """The experiment module `cfg` names, after checking the names it uses and what the experiment
     needs of the config (one-line errors)."""
     check_names(cfg, config_path)
-    module = EXPERIMENTS[cfg.experiment]
+    module = find_experiment(cfg.experiment, [cfg.folder])
     experiment_options(cfg, getattr(module, "Options", None), config_path)
     missing = [t for t in module.TRAININGS if t not in cfg.training_specs()]
     if missing:
@@ -143,15 +147,37 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
     return write_result(record, ctx.results_dir)
 
 
-def configs_for(ids: list[str] | None) -> list[Path]:
-    """The experiment configs that measure `ids` (all of them when `ids` is empty)."""
-    configs = experiment_configs()
-    claims_of = {name: read_yaml(path).get("claims", []) for name, path in configs.items()}
+def is_config_path(arg: str | Path) -> bool:
+    """Whether a command-line argument names a config file (it ends in .yaml or .yml, or is an
+    existing file) rather than a claim ID."""
+    return str(arg).endswith((".yaml", ".yml")) or Path(arg).is_file()
+
+
+def configs_for(ids: list[str] | None, config_dir: Path | None = None) -> list[Path]:
+    """The experiment configs that `ids` name: config files (:func:`is_config_path`) as they are,
+    claim IDs by the configs of `config_dir` (default: the workdir's configs/) that measure them;
+    every config of `config_dir` when `ids` is empty."""
+    from fgsm_repro import workdir
+
+    ids = list(ids or [])
+    chosen = []
+    for arg in ids:
+        if is_config_path(arg):
+            if not Path(arg).is_file():
+                raise ReproError(f"config file not found: {arg}")
+            if Path(arg).resolve() not in chosen:
+                chosen.append(Path(arg).resolve())
+    claims = [arg for arg in ids if not is_config_path(arg)]
+    if ids and not claims:
+        return chosen
+    if config_dir is None:
+        workdir.current()  # none found: one line that says so, not "no experiment yet"
+    configs = experiment_configs(config_dir) if config_dir else experiment_configs()
     if not ids:
         return list(configs.values())
+    claims_of = {name: read_yaml(path).get("claims", []) for name, path in configs.items()}
     known = set(claim_ids())
-    chosen = []
-    for claim in ids:
+    for claim in claims:
         if claim not in known:
             raise ReproError(f"unknown claim ID {claim!r}; see `fgsm-repro report --list`")
         names = [n for n, claims in claims_of.items() if claim in claims]

@@ -28,7 +28,8 @@ import math
 import flax.linen as nn
 import numpy as np
 
-from fgsm_repro.config import FGSM, ExperimentConfig
+from fgsm_repro.attacks.fgsm import FGSM
+from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits, load_dataset
 from fgsm_repro.data.preprocess import Whitening, gcn_zca, unwhiten
 from fgsm_repro.data.splits import first_per_class

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from fgsm_repro.config.attacks import AttackSpec
+from fgsm_repro.attacks.base import AttackSpec
 
 
 def top_k_flip(loss_fn, x: jax.Array, y: jax.Array, pixels: int) -> jax.Array:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fgsm_repro.evaluation import attack_metrics, evaluate
 from fgsm_repro.experiments.common import Outcome, train
 
-CLAIMS = ("T2.transfer_a",)
+CLAIMS = ("X.toy_transfer",)
 TRAININGS = ("source", "target")
 
 
@@ -17,5 +17,5 @@ def run(cfg, splits, seed, ctx) -> Outcome:
     on_source, x_adv = attack_metrics(source.model, source.objective, source.params, x, y, cfg.attack, mesh=ctx.mesh)
     on_target = evaluate(target.model, target.objective, target.params, x_adv, y, mesh=ctx.mesh)
     clean = evaluate(target.model, target.objective, target.params, x, y, mesh=ctx.mesh)
-    return Outcome(measured={"T2.transfer_a": {"error": on_target["error"], "error_on_source": on_source["error"],
+    return Outcome(measured={"X.toy_transfer": {"error": on_target["error"], "error_on_source": on_source["error"],
                                                "clean_error": clean["error"]}})
