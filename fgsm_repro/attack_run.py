@@ -186,7 +186,7 @@ def run_attack(run_dir: str | Path, attack: str | None = None, *, eps: float | N
                   "wall_time_s": round(time.perf_counter() - start, 2)}
     whole = space == "preprocessed" and len(y) == len(splits.y_test)
     report = AttackReport(run.run_dir, spec, space, len(y), clean, adv, provenance, splits.info.label, run.cfg,
-                          record["profile"], record["training"] or run.cfg.default_training(),
+                          record["profile"], record.get("training") or run.cfg.default_training(),
                           configured=whole and spec == run.cfg.attack, notes=notes, x=x, y=y, x_adv=x_adv)
     if out is not None or save_examples:
         write_attack_record(report, out, save_examples)

@@ -44,6 +44,6 @@ def field_problem(err: ValidationError) -> FieldProblem:
         loc, msg = loc + tuple(nested.loc), nested.msg
     unknown = first["type"] == "extra_forbidden"
     hidden = unknown or first["type"] == "missing" or isinstance(value, dict) or nested is not None
-    loc = tuple(p for p in loc if isinstance(p, int) or p.isidentifier())
+    loc = tuple(p for p in loc if isinstance(p, int) or "[" not in p)  # a union member: function-after[…]
     return FieldProblem(loc, "unknown key" if unknown else msg, unknown, "" if hidden else f", got {value!r}",
                         err.error_count())

@@ -24,6 +24,9 @@ def quiet_orbax() -> None:
         logging.getLogger("absl").addFilter(lambda record: not _in_orbax(record.pathname))
     except ImportError:  # no absl, no orbax logs
         pass
+    # asyncio reports a task that failed and was never awaited when it is collected: orbax's writes
+    # that a full disk failed, after the failure was raised.
+    logging.getLogger("asyncio").addFilter(lambda record: not _orbax_task(record))
     previous = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: None if orbax_leftover(unraisable) else previous(unraisable)
 
@@ -37,6 +40,18 @@ def orbax_leftover(unraisable) -> bool:
     code, tb = getattr(unraisable.object, "cr_code", None), unraisable.exc_traceback
     if code is not None and _in_orbax(code.co_filename):
         return True
+    while tb is not None:
+        if _in_orbax(tb.tb_frame.f_code.co_filename):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _orbax_task(record: logging.LogRecord) -> bool:
+    """Whether an asyncio log record reports one of orbax's tasks (its coroutine or traceback)."""
+    if _in_orbax(record.getMessage()):
+        return True
+    tb = record.exc_info[2] if record.exc_info else None
     while tb is not None:
         if _in_orbax(tb.tb_frame.f_code.co_filename):
             return True

@@ -23,7 +23,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's TypedDict onl
 from fgsm_repro import cpu_tuning, files
 from fgsm_repro.config import PROFILES, ExperimentConfig, experiment_configs, load_config, migrate_legacy
 from fgsm_repro.data import DatasetInfo
-from fgsm_repro.errors import ReproError
+from fgsm_repro.errors import ReproError, field_problem
 from fgsm_repro.reference import TARGETS
 from fgsm_repro.trainings import reused_training_hashes
 
@@ -114,9 +114,9 @@ def _problem(adapter: TypeAdapter, value: Any, where: tuple = ()) -> str | None:
     try:
         adapter.validate_python(value)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(k) for k in (*where, *first["loc"]))
-        return " ".join(f"field '{field[:100]}': {first['msg']}".split())  # a key in the file may hold a newline
+        problem = field_problem(e)
+        field = ".".join(str(k) for k in (*where, *problem.loc))
+        return " ".join(f"field '{field[:100]}': {problem.msg}".split())  # a key in the file may hold a newline
     return None
 
 
