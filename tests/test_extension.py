@@ -168,3 +168,15 @@ def test_a_users_module_that_is_missing_or_wrong_is_one_line(tmp_path, field, va
     with pytest.raises(ReproError) as e:
         experiment_module(load_config(path, "ci"), path)
     assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_configs_own_claim_id_chooses_it_like_a_papers(tmp_path):
+    """`fgsm-repro reproduce X.toy_transfer` runs the configs that declare that X. claim."""
+    from fgsm_repro.errors import ReproError
+    from fgsm_repro.experiments.runner import configs_for
+
+    shutil.copy(TOYS / "transfer.yaml", tmp_path / "transfer.yaml")
+    shutil.copy(TOYS / "top_k_flip.yaml", tmp_path / "top_k_flip.yaml")
+    assert configs_for(["X.toy_transfer"], tmp_path) == [tmp_path / "transfer.yaml"]
+    with pytest.raises(ReproError, match="claim X.nothing has no experiment yet"):
+        configs_for(["X.nothing"], tmp_path)
