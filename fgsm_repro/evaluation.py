@@ -16,6 +16,7 @@ from fgsm_repro.attacks.common import Victim
 from fgsm_repro.errors import ReproError
 from fgsm_repro.metrics import perturbation_norms, summarize
 from fgsm_repro.objectives import Objective
+from fgsm_repro.sampling import Rate
 from fgsm_repro.sharding import put_eval_batch, replicate, to_host
 
 EVAL_BATCH = 2000
@@ -127,7 +128,7 @@ def attack_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray
     pred, confidence, _ = predict(model, objective, params, x_adv, mesh=mesh)
     metrics = summarize(pred, confidence, y)
     if targets is not None:
-        metrics["target_hit"] = float(100 * np.mean(pred == targets)) if len(pred) else None
+        metrics["target_hit"] = Rate.of(pred == targets)
     if norms:  # the sizes of the perturbations that turned a right answer wrong
         fooled = (predict(model, objective, params, x, mesh=mesh)[0] == y) & (pred != y)
         metrics |= {"norms": perturbation_norms(x, x_adv, fooled), "seconds_per_example": seconds / max(len(x), 1)}

@@ -1,21 +1,25 @@
-"""Error rates and confidences, in percent, from predictions and labels (NumPy, host side)."""
+"""Error rates and confidences, in percent, from predictions and labels (NumPy, host side).
+Rates and means remember their sample (:mod:`fgsm_repro.sampling`) for their 95% interval."""
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def error_rate(pred: np.ndarray, labels: np.ndarray) -> float:
-    """Percentage of examples whose prediction differs from the label."""
-    return float(100.0 * np.mean(np.asarray(pred) != np.asarray(labels)))
+from fgsm_repro.sampling import Mean, Rate
 
 
-def mean_confidence(confidence: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+def error_rate(pred: np.ndarray, labels: np.ndarray) -> Rate:
+    """Percentage of examples whose prediction differs from the label (NaN of none)."""
+    rate = Rate.of(np.asarray(pred) != np.asarray(labels))
+    return Rate(float("nan"), 0) if rate is None else rate
+
+
+def mean_confidence(confidence: np.ndarray, mask: np.ndarray | None = None) -> Mean | None:
     """Mean of the predicted label's probability, in percent, over `mask` (None if empty)."""
     confidence = np.asarray(confidence, np.float64)
     if mask is not None:
         confidence = confidence[np.asarray(mask, bool)]
-    return float(100.0 * confidence.mean()) if confidence.size else None
+    return Mean.of(confidence)
 
 
 def per_class_error(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -39,7 +43,7 @@ def agreement(pred: np.ndarray, other: np.ndarray, mask: np.ndarray) -> float | 
     """Percent of the examples in `mask` on which two models predict the same class (None if
     `mask` is empty): §8's measure of how adversarial examples generalize across models."""
     mask = np.asarray(mask, bool)
-    return float(100.0 * np.mean(np.asarray(pred)[mask] == np.asarray(other)[mask])) if mask.any() else None
+    return Rate.of(np.asarray(pred)[mask] == np.asarray(other)[mask])
 
 
 def perturbation_norms(x: np.ndarray, x_adv: np.ndarray, mask: np.ndarray | None = None) -> dict:

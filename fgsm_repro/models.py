@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
+import numpy as np
 from pydantic import BaseModel
 
 from fgsm_repro import plugins
@@ -176,25 +177,42 @@ class RBFNetwork(nn.Module):
     The squared distances are two products, x²·βᵀ − 2x·(βµ)ᵀ + Σᵢ βₖᵢµₖᵢ², not an (N, K, D)
     difference. `mean_init`: centres start at this value; `precision_init`: βₖᵢ starts at this
     value over the number of pixels, so that a distance starts near its order.
+
+    `precision` (the paper's form leaves it open): ``per_class``, a βₖ per class; ``tied``, one β
+    for all classes; ``normalised``, a βₖ per class rescaled so that every class has the same
+    total precision Σᵢ βₖᵢ (one learned scale). With per-class precisions, a class of small total
+    precision is the nearest to any ±ε step — a sink class that FGSM and sign noise both land in
+    (s7_rbf shows it); the other two forms take that freedom away.
     """
 
     num_classes: int = 10
     mean_init: float = 0.5
     precision_init: float = 1.0
+    precision: str = "per_class"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.reshape(x.shape[0], -1)
         d = x.shape[-1]
         mean = self.param("mean", nn.initializers.constant(self.mean_init), (d, self.num_classes))
-        log_precision = self.param("log_precision",
-                                   nn.initializers.constant(jax.numpy.log(self.precision_init / d)),
-                                   (d, self.num_classes))
+        start = nn.initializers.constant(jax.numpy.log(self.precision_init / d))
+        log_precision = self.param("log_precision", start, (d, 1 if self.precision == "tied" else self.num_classes))
         precision = jax.numpy.exp(log_precision)
+        if self.precision == "normalised":  # the same total for every class: d · exp(log_scale)
+            precision = precision / precision.mean(0) * jax.numpy.exp(self.param("log_scale", start, ()))
         squared = (x * x) @ precision - 2 * x @ (precision * mean) + (precision * mean * mean).sum(0)
         # Rounding can take a distance just below 0: the log-probability stays ≤ 0 (min, not a clamp
         # of the distance, keeps the gradient of every other input).
         return jax.numpy.minimum(-squared, 0.0)
+
+
+def rbf_precision(model: RBFNetwork, params) -> np.ndarray:
+    """The (pixels, classes) precisions βₖᵢ of an :class:`RBFNetwork` with `params`, in its form."""
+    precision = np.exp(np.asarray(params["log_precision"], np.float64))
+    precision = np.broadcast_to(precision, (precision.shape[0], model.num_classes))
+    if model.precision == "normalised":
+        precision = precision / precision.mean(0) * np.exp(float(params["log_scale"]))
+    return precision
 
 
 class MeanProbabilityEnsemble(nn.Module):

@@ -110,15 +110,18 @@ def planned_epochs(cfg) -> int:
     """The epochs `cfg` (an :class:`~fgsm_repro.config.ExperimentConfig` at its profile) trains at
     most: stage 1's, stage 2's and a retraining's of every training it trains itself (not those it
     reuses), at every grid point, for every seed."""
+    return sum(training_epochs(cfg, name) for name, spec in cfg.training_specs().items() if not spec.reuse) * len(
+        cfg.seeds)
+
+
+def training_epochs(cfg, name: str) -> int:
+    """The epochs training `name` of `cfg` runs at most for one seed: stage 1's, stage 2's and a
+    retraining's, at every grid point."""
     total = 0
-    for name, spec in cfg.training_specs().items():
-        if spec.reuse:
-            continue
-        for point in spec.points():
-            train = cfg.train_of(name, point)
-            total += train.epochs * (2 if train.retrain_on_all else 1) + (train.stage2.max_epochs if train.stage2
-                                                                          else 0)
-    return total * len(cfg.seeds)
+    for point in cfg.training_specs()[name].points():
+        train = cfg.train_of(name, point)
+        total += train.epochs * (2 if train.retrain_on_all else 1) + (train.stage2.max_epochs if train.stage2 else 0)
+    return total
 
 
 def _history_seconds(folder: Path) -> list[float]:
@@ -154,14 +157,31 @@ def _train_data(cfg) -> dict:
 def estimate(config: Path, profile: str, records: dict[tuple[str, str], dict], runs_dir: Path | None) -> Estimate:
     """The expected wall time of `config` at `profile` (see the module's docstring); `records`:
     results files by (config name, profile), of this kind of device."""
-    from fgsm_repro.config import PROFILES, load_config
+    from fgsm_repro.config import load_config
     from fgsm_repro.errors import ReproError
 
-    name = Path(config).stem
     try:
         target = load_config(config, profile)
     except ReproError:
         return Estimate(None)
+    per_epoch = seconds_per_epoch(config, profile, records, runs_dir, target)
+    projected = per_epoch * planned_epochs(target) if per_epoch is not None else None
+    last = (records.get((Path(config).stem, profile)) or {}).get("provenance", {}).get("wall_time_s")
+    last = last if isinstance(last, int | float) else None
+    if last is not None and (projected is None or last >= projected):
+        return Estimate(float(last), "last time")
+    return Estimate(projected, "projected") if projected is not None else Estimate(None)
+
+
+def seconds_per_epoch(config: Path, profile: str, records: dict[tuple[str, str], dict], runs_dir: Path | None,
+                      target=None) -> float | None:
+    """The largest seconds per training epoch recorded for `config` at any profile that trains on
+    the data of `profile` (see the module's docstring); None when nothing is recorded."""
+    from fgsm_repro.config import PROFILES, load_config
+    from fgsm_repro.errors import ReproError
+
+    name = Path(config).stem
+    target = target or load_config(config, profile)
     per_epoch = []
     for other in PROFILES:
         try:
@@ -180,12 +200,49 @@ def estimate(config: Path, profile: str, records: dict[tuple[str, str], dict], r
             wall, epochs = record["provenance"].get("wall_time_s"), planned_epochs(cfg)
             if other != profile and isinstance(wall, int | float) and epochs:  # this profile's own: last time
                 per_epoch.append(wall / epochs)
-    projected = max(per_epoch) * planned_epochs(target) if per_epoch else None
-    last = (records.get((name, profile)) or {}).get("provenance", {}).get("wall_time_s")
-    last = last if isinstance(last, int | float) else None
-    if last is not None and (projected is None or last >= projected):
-        return Estimate(float(last), "last time")
-    return Estimate(projected, "projected") if projected is not None else Estimate(None)
+    return max(per_epoch) if per_epoch else None
+
+
+@dataclass(frozen=True)
+class TrainingRuns:
+    """One training of a config run from scratch: the seconds one run takes at most (every epoch it
+    may train), and how many runs of it the config trains."""
+
+    name: str
+    seconds: float
+    runs: int
+
+
+def from_scratch(config: Path, profile: str, records: dict[tuple[str, str], dict]) -> list[TrainingRuns] | None:
+    """What `config` at `profile` trains with nothing trained yet: every training it trains or reuses
+    (followed to the config that trains it, at that config's seconds per epoch), for each of its
+    seeds and, where the experiment trains several runs of a training per seed (an ensemble's
+    members), each of those (its module's ``runs_per_seed(cfg)``). None when a training has
+    nothing recorded to project from."""
+    from fgsm_repro import trainings
+    from fgsm_repro.config import experiment_configs, load_config
+    from fgsm_repro.errors import ReproError
+    from fgsm_repro.experiments import find_experiment
+
+    try:
+        cfg = load_config(config, profile)
+        runs = getattr(find_experiment(cfg.experiment, [cfg.folder]), "runs_per_seed", lambda cfg: {})(cfg)
+    except ReproError:
+        return None
+    out = []
+    for name in cfg.training_specs():
+        owner, path, training = cfg, Path(config), name
+        try:
+            while ref := owner.training_specs()[training].reuse:
+                owner, path, training = (trainings.reused_config(owner, training),
+                                         experiment_configs(owner.folder)[ref.config], ref.training)
+        except ReproError:  # a reused config gone or broken: nothing to project from
+            return None
+        per_epoch = seconds_per_epoch(path, profile, records, None, owner)
+        if per_epoch is None:
+            return None
+        out.append(TrainingRuns(name, per_epoch * training_epochs(owner, training), len(cfg.seeds) * runs.get(name, 1)))
+    return out
 
 
 def results_by_config(results_dir: Path) -> dict[tuple[str, str], dict]:
@@ -221,11 +278,15 @@ class TrainingProgress:
     description: str
     total: int | None
     plan: Plan | None = None
-    done: int = 0
+    records_per_epoch: int = 1  # several seeds stepping together: one record each
+    done: int = 0  # epoch records of this command
+    skipped: int = 0  # those of a run resumed from its checkpoints, done before
     started: float = field(default_factory=time.monotonic)
     status: str = ""
 
     def advance(self, record: dict | None) -> None:
+        if not self.done and record and record.get("epoch", 1) > 1:
+            self.skipped = (record["epoch"] - 1) * self.records_per_epoch
         self.done += 1
         if record:
             self.status = f"loss {record['loss']:.4f}" + (
@@ -235,10 +296,10 @@ class TrainingProgress:
     def left_s(self) -> float | None:
         if not self.done or not self.total:
             return None
-        return max(self.total - self.done, 0) * (time.monotonic() - self.started) / self.done
+        return max(self.total - self.skipped - self.done, 0) * (time.monotonic() - self.started) / self.done
 
     def line(self) -> str:
-        epochs = f"epoch {self.done}/{self.total or '?'}"
+        epochs = f"epoch {self.skipped + self.done}/{self.total or '?'}"
         parts = [self.plan.header if self.plan else "", self.description, epochs, self.status,
                  f"training at most {clock(self.left_s)} left" if self.left_s is not None else ""]
         if self.plan:
@@ -248,14 +309,14 @@ class TrainingProgress:
 
 @contextlib.contextmanager
 def progress(description: str, total: int | None, console: Console, plan: Plan | None = None,
-             show: bool = True) -> Iterator[Callable[[dict | None], None]]:
+             show: bool = True, records_per_epoch: int = 1) -> Iterator[Callable[[dict | None], None]]:
     """Yields ``advance(record)``, called once per epoch: a live line (bar, epoch, metrics, time
     left) on a terminal; otherwise a plain line after the first epoch, every LOG_EVERY_S seconds
     and at the end. Markup in names ("[ci]") is shown as written."""
     if not show:
         yield lambda record=None: None
         return
-    state = TrainingProgress(description, total, plan)
+    state = TrainingProgress(description, total, plan, records_per_epoch)
     if console.is_terminal:
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}", markup=False))
@@ -268,7 +329,8 @@ def progress(description: str, total: int | None, console: Console, plan: Plan |
                 eta = [f"{clock(state.left_s)} left" if state.left_s is not None else ""]
                 if plan:
                     eta.append(plan.eta_line(state.left_s))
-                bar.update(task, advance=1, status=" · ".join(p for p in (state.status, *eta) if p))
+                bar.update(task, completed=state.skipped + state.done,
+                           status=" · ".join(p for p in (state.status, *eta) if p))
 
             yield advance
         return

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from fgsm_repro import sampling as sampling_error
 from fgsm_repro.config import experiment_configs, load_config
 from fgsm_repro.errors import ReproError
 from fgsm_repro.files import write_atomic
@@ -113,13 +114,116 @@ def paper_row(target, value: float | None, profile: str, *, stale: bool = False)
             "profile": profile}
 
 
+# A paper profile whose longest single training would take more than this here (at most, every
+# epoch it may train) needs an accelerator: a shorter one is run a training at a time, each part
+# finishing (and committed) within one sitting.
+SITTING_HOURS = 2.5
+CAUSES = ("sampling error", "needs an accelerator", "reduced profile", "not the paper's data", "unstated choice",
+          "unexplained")
+
+
+def _sample(rec: dict, claim: str, metric: str) -> dict | None:
+    return rec.get("samples", {}).get(claim, {}).get(metric)
+
+
+def paper_sample_size(target, chosen: dict) -> int | None:
+    """How many examples the paper's number of `target` is of, where it is a share of another of
+    its rates' positives (``target.among``): that rate × our count of the set the rate is of. None:
+    as many as ours (the same test set, the same draws)."""
+    if target.among is None:
+        return None
+    among = next((t for t in chosen if (t.claim, t.metric) == target.among), None)
+    sample = _sample(chosen[among], *target.among) if among else None
+    return round(among.paper / 100.0 * sample["n"]) if sample and among.paper is not None else None
+
+
+def sampling(target, rec: dict, value, chosen: dict) -> tuple[str, bool | None]:
+    """(the 95% interval of the measured value, shown; whether it is consistent with the paper's at
+    95%). Several seeds: the mean's interval across seeds, and whether the paper's value lies in it.
+    One run: :func:`fgsm_repro.sampling.interval` and :func:`~fgsm_repro.sampling.consistent`."""
+    ci = rec.get("ci95", {}).get(target.claim, {}).get(target.metric)
+    if ci is not None:
+        return f"{value - ci:.2f}–{value + ci:.2f} (seeds)", abs(value - target.paper) <= ci
+    sample = _sample(rec, target.claim, target.metric)
+    bounds = sampling_error.interval(value, sample)
+    if bounds is None:
+        return "—", None
+    return (f"{bounds[0]:.2f}–{bounds[1]:.2f}",
+            sampling_error.consistent(value, sample, target.paper, paper_sample_size(target, chosen)))
+
+
+def _cpu_records(records: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["name"], r["provenance"]["profile"]): r for r in records
+            if r["provenance"].get("device", {}).get("platform") == "cpu"}
+
+
+def paper_profile_plan(name: str, records: list[dict]) -> tuple[float, float] | None:
+    """(hours of the longest single training, hours in all) of config `name`'s paper profile run from
+    scratch on this project's CPU, at most (:func:`fgsm_repro.progress.from_scratch`); None unknown."""
+    from fgsm_repro.progress import from_scratch
+
+    path = experiment_configs().get(name)
+    runs = from_scratch(path, "paper", _cpu_records(records)) if path else None
+    if not runs:
+        return None
+    return max(r.seconds for r in runs) / 3600, sum(r.seconds * r.runs for r in runs) / 3600
+
+
+def sensitivities(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(claim, metric) -> the sweeps of unstated settings that moved it: each a record's
+    ``sensitivity[claim][metric]`` (the setting swept, the lowest and highest value it gave) with
+    the record's name and profile."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for rec in records:
+        profile = rec["provenance"]["profile"]
+        if profile == "ci":  # smoke runs explain nothing
+            continue
+        for claim, metrics in rec.get("sensitivity", {}).items():
+            for metric, sweep in metrics.items():
+                out.setdefault((claim, metric), []).append(
+                    {**sweep, "profile": profile, "record": f"{rec['name']} (`{profile}`)"})
+    return out
+
+
+def outside_cause(target, rec: dict, consistent: bool | None, records: list[dict],
+                  sweeps: dict[tuple[str, str], list[dict]]) -> tuple[str, str]:
+    """Why a number lies outside its band: (one of CAUSES, the reason in words)."""
+    if consistent:
+        return "sampling error", ("consistent with the paper's value at 95%: the gap is within both numbers' "
+                                  "sampling error")
+    profile = rec["provenance"]["profile"]
+    if profile != "paper":
+        plan = paper_profile_plan(rec["name"], records)
+        if plan is None:
+            return "reduced profile", f"`{profile}` profile; the paper profile has no projection here yet"
+        longest, total = plan
+        if longest > SITTING_HOURS:
+            return "needs an accelerator", (f"`{profile}` profile; the paper profile is projected at up to "
+                                            f"{total:.0f} h on this CPU (one training up to {longest:.0f} h)")
+        return "reduced profile", (f"`{profile}` profile; the paper profile (up to {total:.1f} h on this CPU, each "
+                                   f"training up to {longest:.1f} h) is not run yet")
+    if rec["provenance"]["dataset"].get("lossy"):
+        return "not the paper's data", rec["provenance"]["dataset"].get("label", "lossy copy of the data")
+    # The sweeps of the number's own profile first, then the most faithful.
+    ranked = sorted(sweeps.get((target.claim, target.metric), []),
+                    key=lambda sweep: (sweep["profile"] != profile, PROFILE_ORDER.index(sweep["profile"])))
+    for sweep in ranked:
+        if sweep["low"] <= target.paper <= sweep["high"]:
+            moves = (f"{sweep['setting']} moves it from {sweep['low']:.2f} to {sweep['high']:.2f}, over the paper's "
+                     f"value: see {sweep['record']}")
+            return ("sampling error" if sweep.get("kind") == "seed" else "unstated choice"), moves
+    return "unexplained", ""
+
+
 def claims_table(records: list[dict]) -> tuple[list[str], dict]:
     best = best_records(records)
     chosen = target_records(records)
     stale = {rec["_file"]: stale_reason(rec) for rec in chosen.values()}
-    lines = ["| ID | metric | paper | measured | band (±) | verdict | profile | seeds | dataset | notes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0}
+    sweeps = sensitivities(records)
+    lines = ["| ID | metric | paper | measured | 95% interval | band (±) | verdict | consistent at 95% | cause | "
+             "profile | seeds | dataset | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    counts = {"within": 0, "outside": 0, "shown": 0, "pending": 0, "causes": {c: [] for c in CAUSES}}
     for target in TARGETS:
         rec = chosen.get(target)
         if rec is None:
@@ -127,6 +231,7 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
         value = rec["measured"][target.claim].get(target.metric)
         ci = rec.get("ci95", {}).get(target.claim, {}).get(target.metric)
         shown = _fmt(value) + (f" ± {ci:.2f}" if ci is not None else "")
+        interval, consistent, cause = "—", None, "—"
         if target.kind == "figure":
             verdict = f"figure: [{value}]({value})" if value else "figure missing"
             shown = "—"
@@ -141,18 +246,34 @@ def claims_table(records: list[dict]) -> tuple[list[str], dict]:
             verdict = "not measured"
         else:
             within = target.within(value)
+            interval, consistent = sampling(target, rec, value, chosen)
             verdict = "—" if within is None else ("**within**" if within else "**outside**")
             if within is not None:
                 counts["within" if within else "outside"] += 1
+            if within is False:
+                kind, why = outside_cause(target, rec, consistent, records, sweeps)
+                counts["causes"][kind].append(f"{target.claim} {target.metric}")
+                cause = f"{kind}" + (f": {why}" if why else "")
             if rec["provenance"]["dataset"].get("lossy"):
                 verdict += " (JPEG mirror — not the paper's data)"
         if stale[rec["_file"]]:
             verdict += f" (**stale**: {stale[rec['_file']]}; {_rerun(rec)})"
-        lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | "
-                     f"{_fmt(target.band)} | {verdict} | {rec['provenance']['profile']} | "
+        agrees = {True: "yes", False: "no", None: "—"}[consistent]
+        lines.append(f"| {target.claim} | {target.metric} | {_fmt(target.paper)} | {shown} | {interval} | "
+                     f"{_fmt(target.band)} | {verdict} | {agrees} | {cause} | {rec['provenance']['profile']} | "
                      f"{len(rec['provenance']['seeds'])} | {_dataset_label(rec)} | {_notes(target, rec)} |")
     counts["pending"] = len([c for c in claim_ids() if c not in best])
     return lines, counts
+
+
+def summary_line(counts: dict) -> str:
+    """The report's opening count, the outside ones split by cause (the unexplained ones named)."""
+    causes = "; ".join(f"{kind} {len(rows)}" + (f" ({', '.join(rows)})" if kind == "unexplained" and rows else "")
+                       for kind, rows in counts["causes"].items() if rows)
+    return (f"Summary: {counts['within']} numbers within tolerance, {counts['outside']} outside"
+            + (f" — by cause: {causes}" if causes else "")
+            + f"; {counts['shown']} figures produced; {counts['pending']} claim IDs not measured yet "
+            "(`ci`-profile runs are minutes-long smoke runs, listed only in their sections).")
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -325,12 +446,21 @@ def build_report(results_dir: Path | None = None, claims_figure: str | None = No
         "measured value lies within the band. *profile* says which protocol produced the number: `paper` "
         "(the paper's protocol), `fast` (a documented CPU-feasible reduction) or `ci` (minutes, a smoke run). "
         "Errors and confidences are percentages. With several seeds the value is the mean ± the 95% confidence "
-        "half-width. A verdict marked **stale** comes from a run whose config (in what it runs) or dataset has "
+        "half-width. *95% interval*: of one run's number, its sampling error on the examples it counts — "
+        "Clopper–Pearson (exact binomial) for a rate, Student's t for a mean; across seeds with several (— where "
+        "the run predates recording its sample sizes: re-running it fills it in). *Consistent at 95%*: whether "
+        "the paper's value and ours differ by no more than both numbers' sampling error explains (Newcombe's "
+        "hybrid score interval of two rates; for a mean a z test with our standard deviation standing in for "
+        "the paper's), the paper's number taken to count as many examples as ours unless it is a share of its "
+        "own mistakes or false positives, then of that count. *Cause*, for every number outside its band: "
+        "sampling error (consistent at 95%), needs an accelerator (the paper profile's longest training would "
+        f"take over {SITTING_HOURS:g} h on this CPU), reduced profile (the paper profile fits this CPU and is "
+        "not run yet), not the paper's data, unstated choice (a sweep of a setting the paper does not give "
+        "moves the number across the paper's value; the headline stays the setting chosen on validation), or "
+        "unexplained. A verdict marked **stale** comes from a run whose config (in what it runs) or dataset has "
         "changed since; `fgsm-repro reproduce --stale --profile P` re-runs exactly those.",
         "",
-        f"Summary: {counts['within']} numbers within tolerance, {counts['outside']} outside, "
-        f"{counts['shown']} figures produced; {counts['pending']} claim IDs not measured yet "
-        "(`ci`-profile runs are minutes-long smoke runs, listed only in their sections).",
+        summary_line(counts),
         "",
         *([f"**{len(unreadable)} results file(s) could not be read** and are missing below: "
            + "; ".join(f"`{u}`" for u in unreadable) + ". Re-run their experiments.", ""] if unreadable else []),

@@ -14,7 +14,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Required
+from typing import Any, Literal, NamedTuple, NotRequired, Required
 
 import jax
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
@@ -78,6 +78,25 @@ class Provenance(TypedDict, total=False):
     finished_at: Required[str]
 
 
+@with_config(strict=True)
+class SweepRange(TypedDict):
+    """How far a sweep of unstated settings moved one measured number (experiments.common.swept_range)."""
+
+    setting: str  # what was swept, in words
+    low: float
+    high: float
+    points: int
+    kind: NotRequired[Literal["setting", "seed"]]  # settings the paper leaves open, or seeds of one recipe
+
+
+@with_config(strict=True)
+class Sample(TypedDict, total=False):
+    """How many examples one run's rate or mean is of, and a mean's standard deviation (percent)."""
+
+    n: Required[int]
+    sd: float
+
+
 # Strict: what reads a record (the report, `reproduce --stale`) takes its types as given; a "5" where
 # a number belongs would end it in a traceback.
 @with_config(strict=True)
@@ -91,12 +110,16 @@ class ResultRecord(TypedDict, total=False):
     claims: Required[list[str]]
     measured: Required[dict[str, dict[str, Any]]]  # claim ID -> metric -> value (mean over seeds)
     ci95: dict[str, dict[str, float]]  # claim ID -> metric -> 95% half-width (several seeds)
+    # claim ID -> metric -> the sample of one run's rate ({"n"}) or mean ({"n", "sd"}): fgsm_repro.sampling
+    samples: dict[str, dict[str, Sample]]
     per_seed: dict[str, dict[str, dict[str, Any]]]  # seed -> claim ID -> metric -> value
     tables: dict[str, list[dict[str, Any]]]
     figures: dict[str, str]  # claim ID -> path relative to results/
     deviations: list[str]
     profile_note: str
     notes: list[str]
+    # claim ID -> metric -> {setting, low, high, points}: how far a sweep of unstated settings moved it
+    sensitivity: dict[str, dict[str, SweepRange]]
     provenance: Required[Provenance]
     _file: str  # set on reading: the file's name
 

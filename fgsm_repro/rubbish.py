@@ -19,6 +19,7 @@ import numpy as np
 
 from fgsm_repro.attacks.fgsm import FGSM
 from fgsm_repro.evaluation import adversarial_examples
+from fgsm_repro.sampling import Mean, Rate
 
 THRESHOLD = 0.5  # a rubbish input is "classified" when some class gets more than this
 
@@ -41,16 +42,24 @@ def rubbish_summary(probabilities: np.ndarray, class_names: Sequence[str], thres
     counts = np.bincount(probabilities.argmax(axis=1)[fooled], minlength=len(class_names))
     shares = 100.0 * counts / max(int(fooled.sum()), 1)
     return {
-        "rate": 100.0 * float(fooled.mean()),
-        "confidence": 100.0 * float(top[fooled].mean()) if fooled.any() else None,
-        "shares": {name: float(s) for name, s in zip(class_names, shares, strict=True)},
+        "rate": Rate.of(fooled),
+        "confidence": Mean.of(top[fooled]),
+        "shares": {name: Rate(s, fooled.sum()) if fooled.any() else float(s)
+                   for name, s in zip(class_names, shares, strict=True)},
         "never": [name for name, c in zip(class_names, counts, strict=True) if c == 0],
     }
 
 
-def fooling_success(probabilities: np.ndarray, target: int, threshold: float = THRESHOLD) -> float:
+def fooling_success(probabilities: np.ndarray, target: int, threshold: float = THRESHOLD) -> Rate:
     """Percent of the (N, K) `probabilities` that give class `target` at least `threshold`."""
-    return 100.0 * float((probabilities[:, target] >= threshold).mean())
+    return Rate.of(probabilities[:, target] >= threshold)
+
+
+def pooled(rates) -> Rate:
+    """The success rate over all the trials of several rates (classes), each of its own trials."""
+    rates = list(rates)
+    n = sum(r.n for r in rates)
+    return Rate(sum(float(r) * r.n for r in rates) / n if n else float("nan"), n)
 
 
 def steps_toward_each_class(model, objective, params, starts: np.ndarray, num_classes: int, *, mesh=None) -> np.ndarray:

@@ -41,7 +41,7 @@ def reused_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
     other = load_config(configs[ref.config], cfg.profile, **train_overrides(cfg.train.data_parallel))
     if other.data != cfg.data:
         raise ReproError(f"{cfg.name}: trainings.{name} reuses {ref.config}, which trains on other data")
-    training(other, ref.training)
+    training(other, ref.training, kept=False)  # a sweep too: an experiment may run another's sweep
     return other
 
 

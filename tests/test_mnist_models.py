@@ -30,6 +30,31 @@ def test_rbf_forward_matches_numpy():
     assert (logits <= 0).all()  # log-probabilities of independent outputs
 
 
+@pytest.mark.parametrize("form", ["tied", "normalised"])
+def test_rbf_precision_forms_match_their_definitions(form):
+    """Tied: one β for every class; normalised: each class's β rescaled to the same total d·exp(s).
+    `rbf_precision` reads the β that the forward pass uses."""
+    from fgsm_repro.models import rbf_precision
+
+    model = RBFNetwork(num_classes=3, precision=form)
+    x = np.random.default_rng(1).uniform(0, 1, (5, 2, 3, 1)).astype(np.float32)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"]
+    rng = np.random.default_rng(2)
+    params = jax.tree.map(lambda p: jnp.asarray(rng.normal(-1, 0.5, p.shape), jnp.float32), params)
+    beta = np.exp(np.asarray(params["log_precision"], np.float64))
+    if form == "tied":
+        assert beta.shape == (6, 1)
+        beta = np.repeat(beta, 3, axis=1)
+    else:
+        beta = beta / beta.mean(0) * np.exp(float(params["log_scale"]))
+        np.testing.assert_allclose(beta.sum(0), 6 * np.exp(float(params["log_scale"])), rtol=1e-12)
+    np.testing.assert_allclose(rbf_precision(model, params), beta, rtol=1e-6)
+    flat, mean = x.reshape(5, -1), np.asarray(params["mean"])
+    expected = -np.einsum("dk,ndk->nk", beta, (flat[:, :, None] - mean[None]) ** 2)
+    np.testing.assert_allclose(np.asarray(model.apply({"params": params}, jnp.asarray(x))), expected, rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_rbf_init_puts_every_distance_near_its_scale():
     model = RBFNetwork(mean_init=0.5, precision_init=1.0)
     x = jnp.full((2, 28, 28, 1), 0.5).at[1].set(1.0)

@@ -89,6 +89,7 @@ class RBFNetworkOptions(_Options):
     num_classes: Classes = None
     mean_init: Annotated[float, Field(allow_inf_nan=False)] = None
     precision_init: Annotated[float, Field(gt=0, allow_inf_nan=False)] = None
+    precision: Literal["per_class", "tied", "normalised"] = None  # see RBFNetwork
 
 
 class MPDBMOptions(_Options):

@@ -36,7 +36,7 @@ from fgsm_repro.data.sources import CLASS_NAMES
 from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import predict
 from fgsm_repro.experiments.common import Context, Outcome, Trained, pyplot, save_figure, train
-from fgsm_repro.rubbish import fooling_success, gaussian_inputs, rubbish_summary, steps_toward_each_class
+from fgsm_repro.rubbish import fooling_success, gaussian_inputs, pooled, rubbish_summary, steps_toward_each_class
 
 CLAIMS = ("A.rubbish_cifar", "A.rubbish_skew", "A.fooling")
 TRAININGS = ("model",)
@@ -67,7 +67,7 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
         fooling = starts[None] + eps * steps  # (classes, starts, ...)
         probs = [_probabilities(trained, fooling[c], ctx) for c in range(len(classes))]
         success = {name: fooling_success(p, c) for c, (name, p) in enumerate(zip(classes, probs, strict=True))}
-        sensitivity.append({"eps": eps, "mean_success": float(np.mean(list(success.values()))), **success})
+        sensitivity.append({"eps": eps, "mean_success": pooled(success.values()), **success})
         if scale == 1.0:
             target = classes.index(FIGURE_CLASS)
             images = (fooling[target][:FIGURE_IMAGES], probs[target][:FIGURE_IMAGES, target] >= 0.5)

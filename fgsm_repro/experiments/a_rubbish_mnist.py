@@ -36,7 +36,8 @@ from fgsm_repro.errors import ReproError
 from fgsm_repro.evaluation import evaluate, predict
 from fgsm_repro.experiments.common import Context, Outcome, Trained, train
 from fgsm_repro.reference import BANDS
-from fgsm_repro.rubbish import fooling_success, gaussian_inputs, rubbish_summary, steps_toward_each_class
+from fgsm_repro.rubbish import fooling_success, gaussian_inputs, pooled, rubbish_summary, steps_toward_each_class
+from fgsm_repro.sampling import Rate
 
 CLAIMS = ("A.rubbish_maxout", "A.rubbish_sigmoid", "A.rubbish_softmaxreg", "A.rubbish_rbf", "A.rubbish_skew",
           "A.rubbish_train")
@@ -87,7 +88,7 @@ def _rubbish_training(trained: dict[str, Trained], summary: dict, draws: np.ndar
     model = trained["rubbish_trained"]
     # Its error on rubbish: a draw not put in the rubbish class (its last).
     predicted = predict(model.model, model.objective, model.params, draws, mesh=ctx.mesh)[0]
-    rubbish_error = 100.0 * float((predicted != RUBBISH_CLASS).mean())
+    rubbish_error = Rate.of(predicted != RUBBISH_CLASS)
     clean = {name: evaluate(t.model, t.objective, t.params, splits.x_test, splits.y_test, mesh=ctx.mesh)["error"]
              for name, t in (("rubbish_trained", model), ("maxout", trained["maxout"]))}
     starts = gaussian_inputs(FOOLING_STARTS, splits.x_test.shape[1:], [seed, FOOLING_STREAM])
@@ -97,7 +98,7 @@ def _rubbish_training(trained: dict[str, Trained], summary: dict, draws: np.ndar
         eps = scale * cfg.attack.eps
         success = {d: fooling_success(_digit_probabilities(model, starts + eps * steps[k], ctx), k)
                    for k, d in enumerate(DIGITS)}
-        sensitivity.append({"eps": eps, "mean_success": float(np.mean(list(success.values()))), **success})
+        sensitivity.append({"eps": eps, "mean_success": pooled(success.values()), **success})
     mean_fooling = next(row["mean_success"] for row in sensitivity if row["eps"] == cfg.attack.eps)
     clean_change = clean["rubbish_trained"] - clean["maxout"]
     fooled = mean_fooling >= max(10.0, 10 * summary["rate"])

@@ -53,10 +53,11 @@ class Context:
     histories: dict[str, list[dict]] = field(default_factory=dict)
 
     @contextlib.contextmanager
-    def progress(self, description: str, total: int | None) -> Iterator[Any]:
+    def progress(self, description: str, total: int | None, records_per_epoch: int = 1) -> Iterator[Any]:
         """Progress of one training (:func:`fgsm_repro.progress.progress`); yields ``advance(record)``
-        to call once per epoch."""
-        with progress(description, total, self.console, self.plan, self.show_progress) as advance:
+        to call once per epoch of each seed (`records_per_epoch` seeds step together)."""
+        with progress(description, total, self.console, self.plan, self.show_progress,
+                      records_per_epoch) as advance:
             yield advance
 
 
@@ -68,6 +69,8 @@ class Outcome:
     tables: dict[str, list[dict]] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)  # claim ID -> path relative to results/
     notes: list[str] = field(default_factory=list)
+    # claim ID -> metric -> how far a sweep of unstated settings moved it (:func:`swept_range`).
+    sensitivity: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,23 +156,38 @@ def sweep(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Cont
     return rows
 
 
-def sensitivity(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> list[dict]:
-    """Clean and FGSM test numbers along the config's `sensitivity` training (a sweep, ``choose:
-    all``, measured after each of its `measure_epochs`), never used to choose anything: how far the
-    unstated training length and settings move a result. [] without that training."""
-    if "sensitivity" not in cfg.training_specs():
+def sensitivity(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context,
+                extra: Callable[[nn.Module, Objective, Any], dict] | None = None,
+                name: str = "sensitivity") -> list[dict]:
+    """Clean and FGSM test numbers along the config's `sensitivity` training (`name`: a sweep,
+    ``choose: all``, measured after each of its `measure_epochs`), never used to choose anything:
+    how far the unstated training length and settings move a result; with ``extra(model,
+    objective, params)``'s numbers beside them. [] without that training."""
+    if name not in cfg.training_specs():
         return []
     x, y = splits.x_test, splits.y_test
-    model, objective = trainings.build_model_of(cfg, "sensitivity")
+    model, objective = trainings.build_model_of(cfg, name)
 
     def measure(point, record, params) -> dict:
         adv, _ = attack_metrics(model, objective, params, x, y, cfg.attack, mesh=ctx.mesh)
         clean = evaluate(model, objective, params, x, y, mesh=ctx.mesh)
         return {"clean_error": clean["error"], "clean_confidence": clean["confidence_all"], "fgsm_error": adv["error"],
                 "fgsm_confidence_mistakes": adv["confidence_mistakes"], "fgsm_confidence_all": adv["confidence_all"],
-                **weight_norms(params)}
+                **weight_norms(params), **(extra(model, objective, params) if extra else {})}
 
-    return sweep(cfg, "sensitivity", splits, seed, ctx, measure)
+    return sweep(cfg, name, splits, seed, ctx, measure)
+
+
+def swept_range(rows: list[dict], column: str, setting: str, kind: str = "setting") -> dict | None:
+    """How far a sweep (`rows`, e.g. :func:`sensitivity`'s) moved `column`: the lowest and highest
+    value, with `setting` naming what was swept. The report calls a number outside its band an
+    unstated choice when the paper's value lies in this range — or, for a sweep of `kind` "seed"
+    (networks of one recipe, differing in their seed), sampling error. None without a value."""
+    values = [r[column] for r in rows if isinstance(r.get(column), int | float) and np.isfinite(r[column])]
+    if not values:
+        return None
+    return {"setting": setting, "low": float(min(values)), "high": float(max(values)), "points": len(values),
+            "kind": kind}
 
 
 def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, seeds: list[int], ctx: Context,
@@ -178,7 +196,7 @@ def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, s
     hash), checkpoints in ``runs/<config>.<profile>/seed<N>-<tag>``, resumed when they are there."""
     run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}"
     label = f"{cfg.name} [{cfg.profile}] seed {','.join(map(str, seeds))} {tag}"
-    with ctx.progress(label, trainer.train.epochs * len(seeds)) as advance:
+    with ctx.progress(label, trainer.train.epochs * len(seeds), len(seeds)) as advance:
         def callback(record, params):
             advance(record)
             if on_epoch:

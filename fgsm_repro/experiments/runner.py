@@ -35,6 +35,7 @@ from fgsm_repro.results import (
     stale_reason,
     write_result,
 )
+from fgsm_repro.sampling import samples_of
 from fgsm_repro.sharding import data_mesh
 from fgsm_repro.train import seeds_together_by_default
 
@@ -142,6 +143,8 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
         "claims": cfg.claims,
         "measured": measured,
         "ci95": ci95,
+        # One run's rates and means: how many examples each is of (the report's 95% intervals).
+        "samples": samples_of(outcomes[0].measured) if len(outcomes) == 1 else {},
         "per_seed": {str(s): o.measured for s, o in zip(cfg.seeds, outcomes, strict=True)} if len(outcomes) > 1
         else {},
         "tables": outcomes[0].tables,
@@ -149,6 +152,7 @@ def run_config(config_path: str | Path, profile: str, ctx: Context, data_paralle
         "deviations": cfg.deviations,
         "profile_note": cfg.profile_note,
         "notes": outcomes[0].notes,
+        "sensitivity": outcomes[0].sensitivity,
         "provenance": provenance(cfg, config_path, splits.info, time.perf_counter() - start, git),
     })
     return write_result(record, ctx.results_dir)

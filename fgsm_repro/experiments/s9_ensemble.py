@@ -15,6 +15,9 @@ Protocol:
 3. FGSM with the config's attack (ε = .25, true labels, no clipping, inference mode) on the 10,000
    test images, (S9.ens_all) against the ensemble — the gradient of its cost — and (S9.ens_one)
    against member 0 alone; both sets of examples are evaluated on the ensemble.
+4. Appendix A's rubbish rate and share of "5" of each member, on a_rubbish_mnist's draws (table
+   ``members``): A.rubbish_skew is a statistic of one network, and its spread over networks of
+   one recipe (the record's ``sensitivity``, of kind ``seed``) says how far another seed moves it.
 
 Usage from Python, on any list of trained parameters of one Flax model with softmax outputs::
 
@@ -30,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate
-from fgsm_repro.experiments.common import Context, Outcome, experiment_options, train_members
+from fgsm_repro.experiments import t1_softmax
+from fgsm_repro.experiments.common import Context, Outcome, experiment_options, swept_range, train_members
 from fgsm_repro.models import MeanProbabilityEnsemble, stack_members
 from fgsm_repro.objectives import SOFTMAX
 
@@ -41,6 +45,11 @@ TRAININGS = ("member",)
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     members: int = Field(12, ge=2)  # the paper's 12
+
+
+def runs_per_seed(cfg: ExperimentConfig) -> dict[str, int]:
+    """The members trained for each seed of the experiment (the time a run from scratch projects)."""
+    return {"member": experiment_options(cfg, Options).members}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
@@ -55,6 +64,9 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
     own, x_one = attack_metrics(one.model, one.objective, one.params, x, y, cfg.attack, mesh=ctx.mesh)
     on_ensemble = evaluate(ensemble, SOFTMAX, params, x_one, y, mesh=ctx.mesh)
     member_clean = [evaluate(m.model, m.objective, m.params, x, y, mesh=ctx.mesh)["error"] for m in members]
+    rubbish = t1_softmax.rubbish_measure(splits, seed, ctx, shares=True)
+    member_rubbish = [rubbish(m.model, m.objective, m.params) for m in members]
+    shares_of_5 = [r["rubbish_shares"]["5"] for r in member_rubbish]
     return Outcome(
         measured={
             "S9.ens_all": {"error": against_all["error"], "confidence_mistakes": against_all["confidence_mistakes"],
@@ -63,6 +75,11 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
             "S9.ens_one": {"error": on_ensemble["error"], "confidence_mistakes": on_ensemble["confidence_mistakes"],
                            "error_on_the_member": own["error"]},
         },
-        tables={"members": [{"seed": seed * size + i, "clean_error": e, "best_epoch": m.fit.best_epoch}
-                            for i, (m, e) in enumerate(zip(members, member_clean, strict=True))]},
+        tables={"members": [{"seed": seed * size + i, "clean_error": e, "best_epoch": m.fit.best_epoch,
+                             "rubbish_rate": r["rubbish_rate"], "rubbish_share_5": r["rubbish_shares"]["5"]}
+                            for i, (m, e, r) in enumerate(zip(members, member_clean, member_rubbish, strict=True))]},
+        # A.rubbish_skew is a statistic of one network: its spread over networks of one recipe.
+        sensitivity={"A.rubbish_skew": {"mnist_share_5": swept_range(
+            [{"share": s} for s in shares_of_5], "share",
+            f"the seed ({size} naive maxouts of one recipe: s9_ensemble's members)", kind="seed")}},
     )

@@ -43,6 +43,11 @@ TRAININGS = ("softmax", "maxout", "maxout_adversarial", "maxout_sign_noise", "ma
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
+def runs_per_seed(cfg: ExperimentConfig) -> dict[str, int]:
+    """s9_ensemble's members, trained for each seed (the time a run from scratch projects)."""
+    return {"ensemble_member": s9_ensemble.runs_per_seed(trainings.reused_config(cfg, "ensemble_member"))["member"]}
+
+
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
     # The ensemble is s9_ensemble's: its size with its members.
     size = experiment_options(trainings.reused_config(cfg, "ensemble_member"), s9_ensemble.Options).members
