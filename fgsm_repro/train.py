@@ -378,7 +378,8 @@ def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) 
     if cfg.early_stopping_on == "adversarial_error":
         attack = cfg.adversarial.validation_attack() if cfg.adversarial else FGSM(eps=0.25)
         x_val = adversarial_examples(model, objective, params, x_val, y_val, attack, mesh=mesh)
-    return error_rate(predict(model, objective, params, x_val, mesh=mesh)[0], y_val)
+    # A plain float: a run resumed from its checkpoints reads it back as one, and must record the same.
+    return float(error_rate(predict(model, objective, params, x_val, mesh=mesh)[0], y_val))
 
 
 @dataclass
