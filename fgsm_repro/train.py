@@ -525,7 +525,8 @@ class Checkpoints:
 
 
 def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Checkpoints | None = None,
-        on_epoch: Callable[[dict, Any], None] | None = None) -> list[FitResult]:
+        on_epoch: Callable[[dict, Any], None] | None = None,
+        measure: Callable[[dict, Any], dict] | None = None) -> list[FitResult]:
     """Train ``trainer.model`` per ``trainer.train`` once per seed; one :class:`FitResult` per seed.
 
     Several seeds step together in one vmapped program (each with its own initialization, data
@@ -540,6 +541,8 @@ def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Chec
 
     `on_epoch(record, params)` is called after every epoch of every seed with the epoch's record
     (seed, epoch, loss, val_error) and that seed's current parameters (valid only during the call).
+    `measure(record, params)` is called before it; what it returns joins the epoch's record in the
+    history, so that numbers measured along the training survive a resumed run.
     """
     cfg = trainer.train
     x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
@@ -550,6 +553,7 @@ def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Chec
         raise ReproError(f"batch_size {cfg.batch_size} is larger than the training set ({len(x_train)})")
     dirs = [checkpoints.directory(seed) for seed in seeds] if checkpoints else [None] * len(seeds)
     key = checkpoints.key if checkpoints else ""
+    on_epoch = _measuring(measure, on_epoch)
     results = _stage1(trainer, cfg, x_train, y_train, x_val, y_val, seeds, [cfg.epochs] * len(seeds), dirs, key,
                       on_epoch)
     if cfg.retrain_on_all:
@@ -564,6 +568,17 @@ def fit(trainer: Trainer, data: Data, seeds: Sequence[int], *, checkpoints: Chec
         results = _stage2(trainer, seeds, results, x_train, y_train, x_val, y_val,
                           [d.with_name(d.name + "-stage2") if d else None for d in dirs], key, on_epoch)
     return results
+
+
+def _measuring(measure, on_epoch):
+    """`on_epoch` for the stages: given the record as kept in the history, it adds `measure`'s
+    numbers to it, then calls `on_epoch` with the seed beside them."""
+    def callback(record: dict, seed: int, params) -> None:
+        if measure:
+            record.update(measure(record, params))
+        if on_epoch:
+            on_epoch({**record, "seed": seed}, params)
+    return callback
 
 
 def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, seeds: list[int],
@@ -598,9 +613,8 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
                 # A copy: the next train_epoch donates (frees) the buffers of `run.state`.
                 run.best_val, run.best_epoch = record["val_error"], run.epoch
                 run.best_state = jax.tree.map(jnp.copy, run.state)
+        on_epoch(record, run.seed, run.state.params)
         run.history.append(record)
-        if on_epoch:
-            on_epoch({**record, "seed": run.seed}, run.state.params)
         stop = cfg.early_stopping_patience is not None and run.epoch - run.best_epoch >= cfg.early_stopping_patience
         run.done = stop or run.epoch >= run.max_epochs
         run.save(cfg.checkpoint_every)
@@ -639,9 +653,8 @@ def _stage2(trainer: Trainer, seeds: list[int], stage1: list[FitResult], x_train
     def after_epoch(run: _Run, loss: float, timing: dict) -> None:
         record = {"stage2_epoch": run.epoch, "loss": loss, **timing,
                   "val_objective": _training_objective(monitor, run.state.params, x_val, y_val)}
+        on_epoch(record, run.seed, run.state.params)
         run.history.append(record)
-        if on_epoch:
-            on_epoch({**record, "seed": run.seed}, run.state.params)
         run.done = record["val_objective"] <= run.target or run.epoch >= run.max_epochs
         run.save(cfg.checkpoint_every)
 

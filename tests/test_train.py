@@ -56,6 +56,30 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
     assert without_times(resumed.history) == without_times(whole.history)
 
 
+def test_numbers_measured_along_training_are_kept_through_a_resume(tmp_path):
+    model, objective = build_model("softmax_regression", {"num_classes": 2})
+    data = _toy()
+
+    def weight_norm(record, params):  # at odd epochs only, as an experiment's marks would be
+        return {"norm": float(np.linalg.norm(np.asarray(params["Dense_0"]["kernel"])))} if record["epoch"] % 2 else {}
+
+    seen = []
+    whole = fit_one(model, objective, _cfg(), *data, seed=1, measure=weight_norm,
+                    on_epoch=lambda record, params: seen.append("norm" in record))
+    assert [r["epoch"] for r in whole.history if "norm" in r] == [1, 3, 5] and seen == [True, False] * 3
+
+    def interrupt(record, params):
+        if record["epoch"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_one(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path, config_hash="h",
+                measure=weight_norm, on_epoch=interrupt)
+    resumed = fit_one(model, objective, _cfg(), *data, seed=1, checkpoint_dir=tmp_path, config_hash="h",
+                      measure=weight_norm)
+    assert [r.get("norm") for r in resumed.history] == [r.get("norm") for r in whole.history]
+
+
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     from fgsm_repro.errors import ReproError
 

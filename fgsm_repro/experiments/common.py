@@ -86,7 +86,8 @@ class Trained:
     candidates: list[dict]  # one row per grid point: its settings, best epoch, epochs run, validation error
 
 
-def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ctx: Context) -> list[Trained]:
+def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ctx: Context,
+          measure: Callable[[dict, Any], dict] | None = None) -> list[Trained]:
     """The trained models of training `name` of `cfg`, one per seed (several seeds step together),
     each also left as a run directory (``runs/<config>.<profile>/seed<N>-<training>``, its
     parameters and ``run.json``) that `fgsm-repro attack` reads.
@@ -95,16 +96,20 @@ def train(cfg: ExperimentConfig, name: str, splits: Splits, seeds: list[int], ct
     (the paper leaves these settings unstated; paper-targets §2 asks for choosing them on the
     validation split). A training that reuses another config's is trained there (its checkpoints,
     its run folder), or restored from it when it has been trained already.
+
+    `measure(record, params)`: numbers measured along the training, kept in its history (see
+    :func:`fgsm_repro.train.fit`); a finished run restored from its checkpoints is not re-measured.
     """
     spec = trainings.training(cfg, name)
     if spec.reuse:
         other = trainings.reused_config(cfg, name)
-        return [dataclasses.replace(t, name=name) for t in train(other, spec.reuse.training, splits, seeds, ctx)]
+        return [dataclasses.replace(t, name=name)
+                for t in train(other, spec.reuse.training, splits, seeds, ctx, measure)]
     model, objective = trainings.build_model_of(cfg, name)
     points = spec.points()
     fits = [fit_in_experiment(cfg, Trainer(model, objective, cfg.train_of(name, point)), splits, seeds, ctx,
                               tag=_tag(name, point),
-                              key=cfg.training_hash(name, point))
+                              key=cfg.training_hash(name, point), measure=measure)
             for point in points]
     config_file = experiment_configs(cfg.folder).get(cfg.name, cfg.folder / f"{cfg.name}.yaml")
     out = []
@@ -191,7 +196,7 @@ def swept_range(rows: list[dict], column: str, setting: str, kind: str = "settin
 
 
 def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, seeds: list[int], ctx: Context,
-                      tag: str, *, key: str | None, on_epoch=None) -> list[FitResult]:
+                      tag: str, *, key: str | None, on_epoch=None, measure=None) -> list[FitResult]:
     """:func:`fgsm_repro.train.fit` with a progress bar and, given a checkpoint `key` (the training
     hash), checkpoints in ``runs/<config>.<profile>/seed<N>-<tag>``, resumed when they are there."""
     run_dir = ctx.runs_dir / f"{cfg.name}.{cfg.profile}"
@@ -203,7 +208,7 @@ def fit_in_experiment(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, s
                 on_epoch(record, params)
 
         checkpoints = Checkpoints(lambda seed: run_dir / f"seed{seed}-{tag}", f"{key}-{tag}") if key else None
-        results = fit(trainer, splits, seeds, on_epoch=callback, checkpoints=checkpoints)
+        results = fit(trainer, splits, seeds, on_epoch=callback, checkpoints=checkpoints, measure=measure)
     for seed, result in zip(seeds, results, strict=True):
         ctx.histories[f"{cfg.name} seed {seed} {tag}"] = result.history
         if key and writes_files():  # beside its checkpoints
