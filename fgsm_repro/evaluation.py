@@ -63,7 +63,7 @@ def victim(model: nn.Module, objective: Objective, params) -> Victim:
         return model.apply({"params": params}, x)
 
     return Victim(logits=logits, loss=lambda x, y: objective.loss(logits(x), y).sum(),
-                  predict=lambda x: objective.predict(logits(x)))
+                  predict=lambda x: objective.predict(logits(x)), objective=objective)
 
 
 def _targets(attack: AttackFn, victim_: Victim, x, y, key):

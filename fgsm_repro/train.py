@@ -154,7 +154,7 @@ def training_victim(model: nn.Module, objective: Objective, params, key: jax.Arr
         return model.apply({"params": params}, x, train=True, rngs={"dropout": key})
 
     return Victim(logits=logits, loss=lambda x, y: objective.loss(logits(x), y).sum(),
-                  predict=lambda x: objective.predict(logits(x)))
+                  predict=lambda x: objective.predict(logits(x)), objective=objective)
 
 
 def make_train_epoch(model: nn.Module, objective: Objective, tx: optax.GradientTransformation,

@@ -22,8 +22,17 @@ RECORDED = BASELINES  # this checkout's tests/baselines/
 pytestmark = [pytest.mark.mnist, pytest.mark.regression, pytest.mark.slow]
 
 
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """One runs folder for the module: an experiment that reuses another's training (x_transfer,
+    a_rubbish_mnist, s8_generalization …) restores it when that experiment ran first, as in
+    `make reproduce-all`, instead of training it again. A restored training gives the numbers a
+    fresh one does (tests/test_kill.py), so the order of the tests changes only their time."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.parametrize("name", sorted(experiment_configs()))
-def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir, request):
+def test_ci_profile_matches_recorded_numbers(name, tmp_path, runs_dir, mnist_data_dir, request):
     if load_config(experiment_configs()[name], "ci").data.dataset == "cifar10":
         request.getfixturevalue("cifar_data_dir")  # imported like MNIST when it is not there yet
     recorded_file = RECORDED / f"{name}.ci.json"
@@ -31,7 +40,7 @@ def test_ci_profile_matches_recorded_numbers(name, tmp_path, mnist_data_dir, req
         assert name not in shipped(), f"no ci baseline for the shipped config {name}: run `make baselines`"
         pytest.skip(f"{name}: no ci baseline yet for this config of your own; `make baselines` records one")
     recorded = json.loads(recorded_file.read_text())
-    ctx = Context(data_dir=mnist_data_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+    ctx = Context(data_dir=mnist_data_dir, results_dir=tmp_path / "results", runs_dir=runs_dir,
                   show_progress=False)
     fresh = json.loads(run_config(experiment_configs()[name], "ci", ctx).read_text())
 

@@ -47,7 +47,10 @@ ClassIndex = Annotated[int, NotBool, Field(ge=0, lt=2**31)]
 # each example's least likely class (Kurakin et al.'s "iterative least-likely class").
 Target = ClassIndex | Literal["random", "least_likely"]
 INF = "inf"
-TARGET_STREAM = 1  # random targets use fold_in(key, TARGET_STREAM), apart from random starts
+# The random streams of an attack's `key`: random targets use fold_in(key, TARGET_STREAM); the
+# first start `key` itself, start r > 0 fold_in(fold_in(key, RESTART_STREAM), r); a run per
+# target class t (APGD-T) fold_in(fold_in(key, TARGET_CLASS_STREAM), t).
+TARGET_STREAM, RESTART_STREAM, TARGET_CLASS_STREAM = 1, 2, 3
 
 
 def norm_value(norm) -> float:

@@ -9,8 +9,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from fgsm_repro.attacks.base import RESTART_STREAM
 from fgsm_repro.errors import ReproError
+from fgsm_repro.objectives import Objective
 
 
 def check_eps(eps) -> None:
@@ -30,12 +33,43 @@ class Victim(NamedTuple):
 
     logits: ``x -> logits``; loss: ``(x, y) -> scalar``, the summed cost J that an attack
     increases (summed, so that each example's gradient does not depend on the batch size);
-    predict: ``x -> labels``.
+    predict: ``x -> labels``; objective: how the logits are read — each example's cost
+    (``objective.loss(logits, y) -> (N,)``) and label (``objective.predict(logits)``) — for the
+    attacks that need both from one forward pass (None: softmax outputs).
     """
 
     logits: Callable[[jax.Array], jax.Array]
     loss: Callable[[jax.Array, jax.Array], jax.Array]
     predict: Callable[[jax.Array], jax.Array]
+    objective: Objective | None = None
+
+    def read(self) -> tuple[Callable, Callable]:
+        """(cost, label): ``(logits, y) -> (N,)`` costs and ``logits -> labels``, the objective's
+        (softmax cross-entropy and argmax without one)."""
+        if self.objective is not None:
+            return self.objective.loss, self.objective.predict
+        return optax.softmax_cross_entropy_with_integer_labels, lambda logits: jnp.argmax(logits, axis=-1)
+
+
+def restart_key(key: jax.Array, restart) -> jax.Array:
+    """The random key of start `restart` of an attack with restarts: the first is `key` itself (so
+    one start is the attack without restarts); the others come from a stream of their own, apart
+    from the targets' (:mod:`fgsm_repro.attacks.base`'s streams)."""
+    others = jax.random.fold_in(jax.random.fold_in(key, RESTART_STREAM), restart)
+    if isinstance(restart, int):
+        return key if restart == 0 else others
+    return jax.lax.cond(restart == 0, lambda: key, lambda: others)
+
+
+def keep_stronger(best: tuple, new: tuple) -> tuple:
+    """Per example, the stronger of two attack results ``(x_adv, fooled, loss)``: an adversarial
+    one before one that is not, else the higher loss; `fooled` of the kept one."""
+    x_best, fooled_best, loss_best = best
+    x_new, fooled_new, loss_new = new
+    take = (fooled_new & ~fooled_best) | ((fooled_new == fooled_best) & (loss_new > loss_best))
+    shaped = take.reshape((-1,) + (1,) * (x_best.ndim - 1))
+    return (jnp.where(shaped, x_new, x_best), jnp.where(take, fooled_new, fooled_best),
+            jnp.where(take, loss_new, loss_best))
 
 
 def batch_norm(v: jax.Array, ord) -> jax.Array:

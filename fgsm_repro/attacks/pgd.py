@@ -10,7 +10,8 @@ Attacks", ICLR 2018. Norm: L∞ (‖x̃ − x‖∞ ≤ ε) or L2 (‖x̃ − x�
 with d = sign (L∞) or g / ‖g‖₂ (L2), Π the projection on the ball, then the clip range (the
 order every peer library uses). The L2 start is a uniformly random direction scaled by
 U(0, 1) · ε, as torchattacks does. With `restarts` > 1 the attack runs from that many random
-starts and keeps, per example, the one with the highest cost (the lowest when targeted).
+starts and keeps, per example, an adversarial one if any start is (given `success`, as the spec
+gives it), else the one with the highest cost (the lowest when targeted).
 
 Shapes: `x` is a batch (N, …); `y` has one label per example; the result has the shape and dtype
 of `x`.
@@ -38,7 +39,16 @@ import jax.numpy as jnp
 from pydantic import field_validator
 
 from fgsm_repro.attacks.base import INF, AttackSpec, NonNegativeFloat, PositiveFloat, PositiveInt, Target, norm_value
-from fgsm_repro.attacks.common import batch_norm, check_eps, clip_to, normalized, per_example_loss, project
+from fgsm_repro.attacks.common import (
+    batch_norm,
+    check_eps,
+    clip_to,
+    keep_stronger,
+    normalized,
+    per_example_loss,
+    project,
+    restart_key,
+)
 from fgsm_repro.errors import ReproError
 
 
@@ -65,10 +75,12 @@ def pgd(
     restarts: int = 1,
     targeted: bool = False,
     clip: tuple[float, float] | None = None,
+    success: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
     """`steps` steps of size `step_size` along the normalised gradient, each projected back into
     the Lₚ ball of radius `eps` around `x` (and into `clip`). A `key` adds the random start;
-    `restarts` > 1 (which needs a `key`) keeps each example's strongest of several starts."""
+    `restarts` > 1 (which needs a `key`) keeps each example's strongest of several starts:
+    adversarial by ``success(x_adv) -> (N,) bool`` before the highest cost."""
     check_eps(eps)
     check_eps(step_size)
     if restarts > 1 and key is None:
@@ -90,20 +102,16 @@ def pgd(
     def attempt(r):
         if key is None:
             return run(x)
-        r_key = key if isinstance(r, int) and r == 0 else jax.random.fold_in(key, r)  # the first start: `key` itself
-        return run(clip_to(into_ball(x + random_start(r_key, x, eps, norm)), clip))
+        return run(clip_to(into_ball(x + random_start(restart_key(key, r), x, eps, norm)), clip))
 
     best = attempt(0)
     if restarts > 1:
-        def keep_stronger(r, carry):
-            best, best_loss = carry
-            new = attempt(r)
-            new_loss = per_example_loss(loss_fn, new, y)
-            better = direction * (new_loss - best_loss) > 0
-            return (jnp.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), new, best),
-                    jnp.where(better, new_loss, best_loss))
+        def scored(x_adv):
+            fooled = success(x_adv) if success else jnp.zeros(x.shape[0], bool)
+            return x_adv, fooled, direction * per_example_loss(loss_fn, x_adv, y)
 
-        best, _ = jax.lax.fori_loop(1, restarts, keep_stronger, (best, per_example_loss(loss_fn, best, y)))
+        best, _, _ = jax.lax.fori_loop(1, restarts, lambda r, kept: keep_stronger(kept, scored(attempt(r))),
+                                       scored(best))
     return jax.lax.stop_gradient(best.astype(x.dtype))
 
 
@@ -132,6 +140,12 @@ class PGD(AttackSpec):
     def perturb(self, victim, x, y, key):
         targets = self.targets(victim, x, y, key)
         step_size = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        if targets is None:
+            def success(x_adv):
+                return victim.predict(x_adv) != y
+        else:
+            def success(x_adv):
+                return victim.predict(x_adv) == targets
         return pgd(victim.loss, x, y if targets is None else targets, self.eps, step_size=step_size,
                    steps=self.steps, norm=norm_value(self.norm), key=key if self.random_start else None,
-                   restarts=self.restarts, targeted=targets is not None, clip=self.clip)
+                   restarts=self.restarts, targeted=targets is not None, clip=self.clip, success=success)
