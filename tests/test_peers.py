@@ -189,3 +189,23 @@ def test_apgd_reaches_torchattacks_robust_accuracy(pair, variant):
     assert abs(ours_robust.mean() - theirs_robust.mean()) <= 0.02, (ours_robust.mean(), theirs_robust.mean())
     assert (ours_robust == theirs_robust).mean() >= 0.95
     assert np.abs(np.asarray(ours) - x).max() <= 0.02 + 1e-6
+
+
+def test_square_is_at_least_as_strong_as_torchattacks_square(pair):
+    """Square L-inf, eps = .02, 300 queries. torchattacks draws one square and one sign per query for
+    the whole batch and keeps a draw that changes nothing (with one channel, half of its queries
+    leave half the batch as it was); the authors' code, and ours, draw per image and redraw the
+    signs until the square changes. So ours may only be stronger: its robust accuracy at most 3
+    points above theirs, and measured here 61% against 73% (64 images; 39% and 45% at 1,000
+    queries)."""
+    from fgsm_repro.attacks.square import square
+
+    logits, twin, x, y = pair
+    ours = square(logits, jnp.asarray(x), jnp.asarray(y), 0.02, queries=300, key=jax.random.PRNGKey(0),
+                  clip=(0.0, 1.0))
+    theirs = torchattacks.Square(twin, eps=0.02, n_queries=300, n_restarts=1, seed=0)(_nchw(x),
+                                                                                     torch.from_numpy(y).long())
+    ours_robust = _robust_accuracy(logits, ours, y).mean()
+    theirs_robust = _robust_accuracy(logits, _nhwc(theirs), y).mean()
+    assert ours_robust <= theirs_robust + 0.03, (ours_robust, theirs_robust)
+    assert ours_robust < 0.9 and np.abs(np.asarray(ours) - x).max() <= 0.02 + 1e-6
