@@ -100,6 +100,9 @@ def print_attack(report) -> None:
               f"{1000 * adv['seconds_per_example']:.3g} ms per example", markup=False)
     if adv.get("target_hit") is not None:
         out.print(f"classified as their target: {pct(adv['target_hit'])} of the examples", markup=False)
+    if adv.get("robust_after"):
+        stages = " -> ".join(f"{stage} {pct(rate)}" for stage, rate in adv["robust_after"].items())
+        out.print(f"robust accuracy: {stages}", markup=False)
     written = report.written
     if "npz" in written:
         out.print(f"saved {report.saved_examples} examples -> {written['npz']}, {written['png']}", markup=False)

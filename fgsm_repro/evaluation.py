@@ -82,7 +82,9 @@ def _targets(attack: AttackFn, victim_: Victim, x, y, key):
 @functools.partial(cpu_tuning.jit_per_model, attack=True, static_argnums=(0, 1, 2))
 def _attack_batch(model, objective, attack, params, x, y, key):
     victim_ = victim(model, objective, params)
-    return attack(victim_, x, y, key), _targets(attack, victim_, x, y, key)
+    x_adv, details = attack.with_details(victim_, x, y, key) if hasattr(attack, "with_details") \
+        else (attack(victim_, x, y, key), {})
+    return x_adv, _targets(attack, victim_, x, y, key), details
 
 
 def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray,
@@ -94,7 +96,8 @@ def adversarial_examples(model: nn.Module, objective: Objective, params, x: np.n
 
 
 def _adversarial_and_targets(model, objective, params, x, y, attack, batch_size=EVAL_BATCH, *, key=None, mesh=None):
-    """The adversarial examples of all of `x`, and the targets of a targeted attack (else None)."""
+    """The adversarial examples of all of `x`, the targets of a targeted attack (else None), and
+    the attack's per-example details (``AttackSpec.with_details``) over all of `x`."""
     check_finite(x)
     params = _placed(params, mesh)
     key = jax.random.PRNGKey(ATTACK_KEY) if key is None else key
@@ -106,7 +109,8 @@ def _adversarial_and_targets(model, objective, params, x, y, attack, batch_size=
            for s in _batches(len(x), batch_size)]
     x_adv = np.concatenate([to_host(o[0]) for o in out])
     targeted = bool(out) and out[0][1] is not None
-    return x_adv, np.concatenate([to_host(o[1]) for o in out]) if targeted else None
+    details = {k: np.concatenate([to_host(o[2][k]) for o in out], axis=-1) for k in (out[0][2] if out else {})}
+    return x_adv, np.concatenate([to_host(o[1]) for o in out]) if targeted else None, details
 
 
 def evaluate(model: nn.Module, objective: Objective, params, x: np.ndarray, y: np.ndarray, *,
@@ -123,10 +127,12 @@ def attack_metrics(model: nn.Module, objective: Objective, params, x: np.ndarray
     `norms`, also the perturbation sizes (L0, L2, L∞) and the attack's seconds per example. A
     targeted attack adds ``target_hit``: the percentage of examples classified as their target."""
     start = time.perf_counter()
-    x_adv, targets = _adversarial_and_targets(model, objective, params, x, y, attack, mesh=mesh)
+    x_adv, targets, details = _adversarial_and_targets(model, objective, params, x, y, attack, mesh=mesh)
     seconds = time.perf_counter() - start
     pred, confidence, _ = predict(model, objective, params, x_adv, mesh=mesh)
     metrics = summarize(pred, confidence, y)
+    if details:
+        metrics |= attack.summarize_details(details)
     if targets is not None:
         metrics["target_hit"] = Rate.of(pred == targets)
     if norms:  # the sizes of the perturbations that turned a right answer wrong

@@ -34,9 +34,11 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from pydantic import Field, SerializeAsAny, field_validator
 
 from fgsm_repro.attacks.base import INF, AttackSpec, NonNegativeFloat, PositiveInt, find_attack, parse_attack
+from fgsm_repro.sampling import Rate
 
 STANDARD_LINF = ({"name": "apgd", "steps": 100}, {"name": "apgdt", "steps": 100, "target_classes": 9},
                  {"name": "square", "queries": 5000})
@@ -132,3 +134,17 @@ class AutoAttack(AttackSpec):
 
     def perturb(self, victim, x, y, key):
         return self.stages_run(victim, x, y, key)[0]
+
+    def with_details(self, victim, x, y, key):
+        if self.labels == "predicted":
+            y = victim.predict(x)
+        x_adv, robust = self.stages_run(victim, x, y, key)
+        return x_adv, {"robust": robust}
+
+    def summarize_details(self, details: dict) -> dict:
+        """``robust_after``: the robust accuracy (percent, with its sample) clean and after each
+        stage, by the stage's name (a name repeated gets its position)."""
+        names = ["clean"] + [s.name if [t.name for t in self.stages].count(s.name) == 1 else f"{i + 1}_{s.name}"
+                             for i, s in enumerate(self.stages)]
+        return {"robust_after": {name: Rate.of(row) for name, row in zip(names, np.asarray(details["robust"]),
+                                                                         strict=True)}}

@@ -94,6 +94,17 @@ class AttackSpec(BaseModel):
     def perturb(self, victim: Victim, x, y, key):
         raise NotImplementedError(f"{type(self).__name__} does not define perturb")
 
+    def with_details(self, victim: Victim, x, y, key):
+        """(adversarial examples, details): what :meth:`__call__` gives, and per-example arrays
+        (examples on the last axis) an attack reports beside them — e.g. AutoAttack's robust mask
+        after each stage — as ``{name: array}``; {} by default."""
+        return self(victim, x, y, key), {}
+
+    def summarize_details(self, details: dict) -> dict:
+        """The metrics of the whole test set's `details` (:meth:`with_details`, concatenated over
+        the batches); {} by default."""
+        return {}
+
     def from_gradient(self, x, x_grad):
         """The adversarial examples from ∇ₓJ at x alone, for a one-step attack on the true labels
         (adversarial training reuses the gradient of its clean term); None: the attack needs the

@@ -52,7 +52,7 @@ class Options(BaseModel):
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
     options = experiment_options(cfg, Options)
     x, y = splits.x_test[:options.examples], splits.y_test[:options.examples]
-    rows, curves, l2_curves, measured = [], [], [], {}
+    rows, curves, l2_curves, stages, measured = [], [], [], [], {}
     for name in TRAININGS:
         t, = train(cfg, name, splits, [seed], ctx)
         model = (t.model, t.objective, t.params)
@@ -71,6 +71,9 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
             measured[f"{name}_{label}_median_l2"] = norms["l2"]["median"]
             if m.get("target_hit") is not None:
                 measured[f"{name}_{label}_target_hit"] = m["target_hit"]
+            if m.get("robust_after"):  # AutoAttack: the robust accuracy after each of its stages
+                stages.append({"network": name, "attack": label,
+                               **{f"robust_after_{stage}": rate for stage, rate in m["robust_after"].items()}})
             if label in L2_CURVES:
                 minimal[label] = _minimal_l2(*model, x, y, x_adv, ctx)
         measured[f"{name}_clean_error"] = clean["error"]
@@ -93,7 +96,7 @@ def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outco
                   "X.attack_curves": {"figure": figures["X.attack_curves"],
                                       **{f"{r['network']}_{r['attack']}_{k}": v for r in curves + l2_curves
                                          for k, v in r.items() if k not in ("network", "attack")}}},
-        tables={"attacks": rows, "linf_curves": curves, "l2_budget_curves": l2_curves},
+        tables={"attacks": rows, "linf_curves": curves, "l2_budget_curves": l2_curves, "autoattack_stages": stages},
         figures=figures,
     )
 
