@@ -23,7 +23,8 @@ def save_history(folder: Path, history: list[dict]) -> Path:
 
 def learning_curves(histories: dict[str, list[dict]], title: str, adversarial_validation: bool = False):
     """A figure: training loss (left) and validation error (right) per epoch of each training;
-    stage-2 epochs continue after stage 1's, dashed."""
+    stage-2 epochs continue after stage 1's, dashed; the robust monitor's error dotted (a collapse
+    marked x)."""
     plt = pyplot()
     fig, (loss_ax, err_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, (label, history) in enumerate(histories.items()):
@@ -37,10 +38,18 @@ def learning_curves(histories: dict[str, list[dict]], title: str, adversarial_va
                          linestyle="--")
         validated = [r for r in stage1 if r.get("val_error") is not None]
         err_ax.plot([r["epoch"] for r in validated], [r["val_error"] for r in validated], color=color, label=label)
+        watched = [r for r in stage1 if r.get("robust_error") is not None]  # train.robust_monitor's
+        if watched:
+            err_ax.plot([r["epoch"] for r in watched], [r["robust_error"] for r in watched], color=color,
+                        linestyle=":", label=f"{label}: robust monitor")
+            err_ax.plot([r["epoch"] for r in watched if r.get("collapsed")],
+                        [r["robust_error"] for r in watched if r.get("collapsed")], "x", color=color)
     loss_ax.set(xlabel="epoch (stage 2 dashed)", ylabel="training loss", yscale="log")
     err_ax.set(xlabel="epoch", ylabel="validation error (%)" + (", FGSM examples" if adversarial_validation else ""))
     if any(r.get("val_error") is not None for h in histories.values() for r in h):
         err_ax.set_yscale("log")
+    if any(r.get("robust_error") is not None for h in histories.values() for r in h):
+        err_ax.legend(fontsize=6, loc="upper right")
     loss_ax.legend(fontsize=6, loc="upper right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -133,9 +133,15 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
 
         return plain
     attack = adv.training_attack()
+    if adv.objective == "trades":
+        return _trades_loss_and_grad(model, objective, cfg, attack)
+    one_step = attack.from_gradient(jnp.zeros(1), jnp.zeros(1)) is not None  # FGSM: made from ∇ₓ J(x)
 
     def mixed(params, x, y, key):
         clean_key, adv_key, noise_key = jax.random.split(key, 3)
+        if adv.alpha == 0 and not one_step:  # the clean term weighs nothing and makes nothing (Madry et al.)
+            x_adv = attack(training_victim(model, objective, params, clean_key), x, y, noise_key)
+            return jax.value_and_grad(loss)(params, jax.lax.stop_gradient(x_adv), y, adv_key)
         clean_loss, (clean_grads, x_grad) = jax.value_and_grad(loss, argnums=(0, 1))(params, x, y, clean_key)
         x_adv = attack.from_gradient(x, x_grad)  # FGSM: ∇ₓ of the clean term's own backward pass
         if x_adv is None:  # any other attack, on the model as it trains (the clean term's dropout masks)
@@ -145,6 +151,49 @@ def make_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig)
         return adv.alpha * clean_loss + (1 - adv.alpha) * adv_loss, grads
 
     return mixed
+
+
+def _log_probabilities(objective: Objective, logits):
+    if objective.probabilities is None:
+        raise ReproError("TRADES compares predicted distributions: the model's objective gives none")
+    return jnp.log(jnp.clip(objective.probabilities(logits), 1e-12, 1.0))
+
+
+def kl_divergence(objective: Objective, clean_logits, adv_logits):
+    """(N,) KL(p(x) ‖ p(x̃)) between the predicted distributions of each example."""
+    log_p, log_q = _log_probabilities(objective, clean_logits), _log_probabilities(objective, adv_logits)
+    return (jnp.exp(log_p) * (log_p - log_q)).sum(-1)
+
+
+def _trades_loss_and_grad(model: nn.Module, objective: Objective, cfg: TrainConfig, attack) -> Callable:
+    """TRADES (Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan, ICML 2019, Alg. 1): J(x) + β·KL(p(x) ‖
+    p(x̃)), both terms through the parameters; x̃ the attack's examples on KL(p(x) ‖ p(·)) from the
+    clean prediction, the model in inference mode (their code's ``model.eval()``), a constant."""
+    if cfg.rubbish or hasattr(model, "training_cost"):
+        raise ReproError("train.adversarial.objective trades: not with rubbish training or a model's own cost")
+    beta = cfg.adversarial.beta
+
+    def loss_and_grad(params, x, y, key):
+        clean_key, adv_key, attack_key = jax.random.split(key, 3)
+
+        def logits(v):
+            return model.apply({"params": params}, v)
+
+        clean = jax.lax.stop_gradient(logits(x))
+        on_kl = Victim(logits=logits, loss=lambda v, _: kl_divergence(objective, clean, logits(v)).sum(),
+                       predict=lambda v: objective.predict(logits(v)), objective=objective)
+        x_adv = jax.lax.stop_gradient(attack(on_kl, x, y, attack_key))
+
+        def total(p):
+            clean_logits = model.apply({"params": p}, x, train=True, rngs={"dropout": clean_key})
+            adv_logits = model.apply({"params": p}, x_adv, train=True, rngs={"dropout": adv_key})
+            cost = objective.loss(clean_logits, y).mean() + beta * kl_divergence(objective, clean_logits,
+                                                                                 adv_logits).mean()
+            return cost + (cfg.l1.coefficient * jnp.abs(p[cfg.l1.layer]["kernel"]).sum() if cfg.l1 else 0.0)
+
+        return jax.value_and_grad(total)(params)
+
+    return loss_and_grad
 
 
 def training_victim(model: nn.Module, objective: Objective, params, key: jax.Array) -> Victim:
@@ -373,6 +422,13 @@ def _training_objective(monitor: Callable, params, x: np.ndarray, y: np.ndarray)
     return float(monitor(params, jnp.asarray(x), jnp.asarray(y)))
 
 
+def _robust_error(model, objective, cfg: TrainConfig, params, x, y) -> float:
+    """The error (percent) under the robust monitor's attack, the model in inference mode."""
+    mesh = data_mesh() if cfg.data_parallel else None
+    x_adv = adversarial_examples(model, objective, params, x, y, cfg.robust_monitor.attack, mesh=mesh)
+    return float(error_rate(predict(model, objective, params, x_adv, mesh=mesh)[0], y))
+
+
 def _validation_error(model, objective, cfg: TrainConfig, params, x_val, y_val) -> float:
     mesh = data_mesh() if cfg.data_parallel else None
     if cfg.early_stopping_on == "adversarial_error":
@@ -452,7 +508,7 @@ _params_finite_per_seed = jax.jit(jax.vmap(_all_finite))  # the same for a leadi
 
 def _train_together(runs: list[_Run], model: nn.Module, objective: Objective, tx: optax.GradientTransformation,
                     cfg: TrainConfig, x, y, after_epoch: Callable[[_Run, float, dict], None], *,
-                    epoch_name: str = "epoch") -> None:
+                    epoch_name: str = "epoch", before_epoch: Callable[[_Run], None] | None = None) -> None:
     """Train every unfinished run an epoch at a time until all are done: one run on its own,
     several in one vmapped program (a finished run leaves the batch of seeds).
 
@@ -464,6 +520,8 @@ def _train_together(runs: list[_Run], model: nn.Module, objective: Objective, tx
                         for t in (False, True))
     try:
         while active := [r for r in runs if not r.done]:
+            for run in active if before_epoch else ():
+                before_epoch(run)
             tic = time.perf_counter()
             if len(active) == 1:
                 state, loss = single()(active[0].state, x, y)
@@ -604,10 +662,28 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
         run.done = run.done or max_epochs == 0
         runs.append(run)
     validate = x_val is not None and len(x_val) > 0
+    monitor = cfg.robust_monitor
+    if monitor:  # a fixed held-out batch (the training split's start without a validation split)
+        x_watch, y_watch = (x_val, y_val) if validate else (x_train, y_train)
+        x_watch, y_watch = x_watch[:monitor.examples], y_watch[:monitor.examples]
+    starts = {}  # seed -> the state its epoch started from, where a collapse sends training back
+
+    def before_epoch(run: _Run) -> None:
+        if monitor and monitor.stop_rise is not None:
+            starts[run.seed] = jax.tree.map(jnp.copy, run.state)  # the next train_epoch donates run.state
 
     def after_epoch(run: _Run, loss: float, timing: dict) -> None:
         record = {"epoch": run.epoch, "loss": loss, **timing}
-        if validate and (run.epoch % cfg.validate_every == 0 or run.epoch >= run.max_epochs):
+        collapsed = False
+        if monitor:
+            record["robust_error"] = _robust_error(model, objective, cfg, run.state.params, x_watch, y_watch)
+            before = next((r["robust_error"] for r in reversed(run.history) if "robust_error" in r), None)
+            collapsed = (monitor.stop_rise is not None and before is not None
+                         and record["robust_error"] - before > monitor.stop_rise)
+            if collapsed:  # catastrophic overfitting: keep the parameters the epoch started from
+                record["collapsed"] = True
+                run.state = starts[run.seed]
+        if validate and (run.epoch % cfg.validate_every == 0 or run.epoch >= run.max_epochs or collapsed):
             record["val_error"] = _validation_error(model, objective, cfg, run.state.params, x_val, y_val)
             if run.best_val is None or record["val_error"] < run.best_val:
                 # A copy: the next train_epoch donates (frees) the buffers of `run.state`.
@@ -616,11 +692,11 @@ def _stage1(trainer: Trainer, cfg: TrainConfig, x_train, y_train, x_val, y_val, 
         on_epoch(record, run.seed, run.state.params)
         run.history.append(record)
         stop = cfg.early_stopping_patience is not None and run.epoch - run.best_epoch >= cfg.early_stopping_patience
-        run.done = stop or run.epoch >= run.max_epochs
+        run.done = stop or collapsed or run.epoch >= run.max_epochs
         run.save(cfg.checkpoint_every)
 
     _train_together(runs, model, objective, tx, cfg, jnp.asarray(x_train), jnp.asarray(y_train), after_epoch,
-                    epoch_name=epoch_name)
+                    epoch_name=epoch_name, before_epoch=before_epoch)
     results = []
     for run in runs:
         epochs_run = run.history[-1]["epoch"] if run.history else run.epoch

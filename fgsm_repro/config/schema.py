@@ -157,6 +157,10 @@ class AdversarialTrainingConfig(_Strict):
     eps: NonNegativeFloat = 0.25
     perturbation: Literal["fgsm", "random_sign", "uniform"] = "fgsm"
     attack: SerializeAsAny[AttackSpec] | None = None
+    # "mix": the α-mix above. "trades" (Zhang et al. 2019): J(x) + β·KL(p(x) ‖ p(x̃)), x̃ the
+    # attack's examples on the KL from the clean prediction (the model in inference mode), alpha unused.
+    objective: Literal["mix", "trades"] = "mix"
+    beta: NonNegativeFloat = 6.0  # TRADES' β = 1/λ (their CIFAR-10 setting)
 
     _attack_by_name = field_validator("attack", mode="before")(_attack_in_context)
 
@@ -164,6 +168,8 @@ class AdversarialTrainingConfig(_Strict):
     def _attack_or_short_form(self):
         if self.attack is not None and {"eps", "perturbation"} & self.model_fields_set:
             raise ValueError("give either attack or the short form's eps / perturbation, not both")
+        if self.objective == "trades" and "alpha" in self.model_fields_set:
+            raise ValueError("alpha weighs the mix's terms; TRADES weighs its KL term with beta")
         return self
 
     @model_serializer(mode="wrap")
@@ -216,6 +222,21 @@ class Stage2Config(_Strict):
     max_epochs: PositiveInt
 
 
+class RobustMonitorConfig(_Strict):
+    """Catastrophic overfitting, watched (Wong, Rice & Kolter 2020): after every stage-1 epoch, the
+    error under `attack` of the model (inference mode) on the first `examples` images of the
+    validation split (of the training split without one), kept in the history as
+    ``robust_error``. With `stop_rise`, training stops at the epoch whose error rose by more than
+    `stop_rise` points over the epoch before, and keeps that epoch's starting parameters (their
+    remedy: early stopping on the robust error of a minibatch)."""
+
+    attack: SerializeAsAny[AttackSpec]
+    examples: PositiveInt = 512
+    stop_rise: PositiveFloat | None = None
+
+    _attack_by_name = field_validator("attack", mode="before")(_attack_in_context)
+
+
 class TrainConfig(_Strict):
     epochs: PositiveInt
     batch_size: PositiveInt = 100
@@ -240,6 +261,7 @@ class TrainConfig(_Strict):
     # L1 penalty coefficient·Σ|W| on the weights of one layer (§5's control; None: no penalty).
     l1: L1Config | None = None
     adversarial: AdversarialTrainingConfig | None = None
+    robust_monitor: RobustMonitorConfig | None = None
     rubbish: RubbishTrainingConfig | None = None
     augment: AugmentConfig | None = None
     stage2: Stage2Config | None = None
