@@ -261,7 +261,7 @@ def test_every_attack_runs_through_evaluation_with_predicted_labels_and_refuses_
     small = {"fgsm": {"eps": 0.1}, "fgm": {"eps": 1.0}, "bim": {"eps": 0.05}, "pgd": {"eps": 0.1, "steps": 2},
              "deepfool": {}, "jsma": {"gamma": 0.02}, "cw": {"steps": 5, "binary_search_steps": 2},
              "apgd": {"eps": 0.1, "steps": 3}, "apgdt": {"eps": 0.1, "steps": 3, "target_classes": 2},
-             "square": {"eps": 0.1, "queries": 3},
+             "square": {"eps": 0.1, "queries": 3}, "fab": {"eps": 0.1, "steps": 2, "target_classes": 2},
              "autoattack": {"eps": 0.1, "chunk": 4,
                             "stages": [{"name": "apgd", "steps": 2}, {"name": "square", "queries": 2}]}}
     assert set(small) == _built_in(AttackSpec)

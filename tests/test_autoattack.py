@@ -46,10 +46,11 @@ def test_robust_accuracy_never_rises_across_stages_and_the_examples_say_the_last
     victim, x, y = _victim()
     spec = parse_attack({"name": "autoattack", "eps": eps, "clip": [0, 1], "chunk": 8,
                          "stages": [{"name": "apgd", "steps": 10}, {"name": "apgdt", "steps": 10, "target_classes": 3},
+                                    {"name": "fab", "steps": 10, "target_classes": 3},
                                     {"name": "square", "queries": 30}]})
     x_adv, robust = jax.jit(lambda a, b: spec.stages_run(victim, a, b, jax.random.PRNGKey(1)))(x, y)
     robust = np.asarray(robust)
-    assert robust.shape == (4, 24) and robust[0].all()  # clean: the model's own labels
+    assert robust.shape == (5, 24) and robust[0].all()  # clean: the model's own labels
     assert (robust[1:] <= robust[:-1]).all()
     np.testing.assert_array_equal(robust[-1], np.asarray(victim.predict(x_adv) == y))
     assert np.abs(np.asarray(x_adv - x)).max() <= eps + 1e-6
@@ -58,9 +59,10 @@ def test_robust_accuracy_never_rises_across_stages_and_the_examples_say_the_last
 
 def test_the_standard_sequence_names_what_it_lacks_and_stages_are_checked():
     spec = parse_attack({"name": "autoattack", "eps": 0.3})
-    assert [s.name for s in spec.stages] == ["apgd", "apgdt", "square"]
-    assert all(s.eps == 0.3 for s in spec.stages) and "without fab-t" in spec.describe()
-    assert [s.name for s in parse_attack({"name": "autoattack", "eps": 2.0, "norm": 2}).stages] == ["apgd", "apgdt"]
+    assert [s.name for s in spec.stages] == ["apgd", "apgdt", "fab", "square"]
+    assert all(s.eps == 0.3 for s in spec.stages) and "without" not in spec.describe()
+    l2 = parse_attack({"name": "autoattack", "eps": 2.0, "norm": 2})
+    assert [s.name for s in l2.stages] == ["apgd", "apgdt"] and "without FAB-T and Square" in l2.describe()
     assert parse_attack(spec.model_dump()) == spec
     with pytest.raises(NestedFieldError, match="stages.*lossy"):
         parse_attack({"name": "autoattack", "eps": 0.3, "stages": [{"name": "apgd", "lossy": "dlr"}]})

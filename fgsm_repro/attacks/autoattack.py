@@ -5,9 +5,9 @@ parameter-free attacks", ICML 2020 — the evaluation RobustBench standardised. 
 
 The standard sequence: APGD-CE (100 steps, one start; :mod:`~fgsm_repro.attacks.apgd`), APGD-T
 (targeted DLR toward 9 classes, 100 steps each; :mod:`~fgsm_repro.attacks.apgdt`), FAB-T and
-Square (5,000 queries; :mod:`~fgsm_repro.attacks.square`). FAB-T, and Square in L2, are not
-implemented here yet: the standard sequence runs the others (L∞: three stages; L2: APGD-CE and
-APGD-T), and says so in its `describe`. An example
+FAB-T (100 steps toward each of 9 classes; :mod:`~fgsm_repro.attacks.fab`) and Square (5,000
+queries; :mod:`~fgsm_repro.attacks.square`). In L2, FAB-T and Square are not implemented here
+yet: the standard L2 sequence runs APGD-CE and APGD-T, and says so in its `describe`. An example
 fooled by a stage keeps that stage's adversarial example; the robust accuracy can only fall from
 stage to stage. Any attack specs may form the sequence instead (``stages:``).
 
@@ -41,9 +41,9 @@ from fgsm_repro.attacks.base import INF, AttackSpec, NonNegativeFloat, PositiveI
 from fgsm_repro.sampling import Rate
 
 STANDARD_LINF = ({"name": "apgd", "steps": 100}, {"name": "apgdt", "steps": 100, "target_classes": 9},
-                 {"name": "square", "queries": 5000})
+                 {"name": "fab", "steps": 100, "target_classes": 9}, {"name": "square", "queries": 5000})
 STANDARD_L2 = ({"name": "apgd", "steps": 100}, {"name": "apgdt", "steps": 100, "target_classes": 9})
-MISSING = "fab-t"  # the standard sequence's stage not implemented yet
+MISSING_L2 = "FAB-T and Square in L2"  # the standard L2 sequence's stages not implemented yet
 
 
 def on_robust(stage, x, y, robust, key, chunk: int):
@@ -86,9 +86,9 @@ def _stage(stage: dict | AttackSpec, eps, norm, clip) -> AttackSpec:
 
 class AutoAttack(AttackSpec):
     """AutoAttack (:mod:`fgsm_repro.attacks.autoattack`): the standard sequence of attacks (APGD-CE,
-    APGD-T, Square for L∞; FAB-T not yet) in the L∞ or L2 (`norm`) ball of radius `eps`, or the
-    attacks of `stages` (with this spec's eps, norm and clip), each on the examples still robust,
-    `chunk` examples at a time."""
+    APGD-T, FAB-T, Square; in L2 only the first two yet) in the L∞ or L2 (`norm`) ball of radius
+    `eps`, or the attacks of `stages` (with this spec's eps, norm and clip), each on the examples
+    still robust, `chunk` examples at a time."""
 
     name: Literal["autoattack"] = "autoattack"
     eps: NonNegativeFloat
@@ -113,7 +113,7 @@ class AutoAttack(AttackSpec):
 
     def describe(self) -> str:
         names = "+".join(s.name for s in self.stages)
-        missing = f" (the standard sequence without {MISSING})" if self.standard() else ""
+        missing = f" (the standard sequence without {MISSING_L2})" if self.standard() and self.norm != INF else ""
         return f"autoattack eps={self.eps:g} norm={self.norm} {names}{missing}"
 
     def stages_run(self, victim, x, y, key):
