@@ -191,7 +191,10 @@ def test_the_torch_side_attacks_with_each_workloads_settings():
     net = Maxout(7).eval()
     expected = {"pgd10_test": (torchattacks.PGD, dict(eps=0.25, alpha=0.0625, steps=10, random_start=True)),
                 "pgd_l2_test": (torchattacks.PGDL2, dict(eps=1.0, alpha=0.2, steps=10, random_start=True)),
-                "deepfool_test": (torchattacks.DeepFool, dict(steps=50, overshoot=0.02))}
+                "deepfool_test": (torchattacks.DeepFool, dict(steps=50, overshoot=0.02)),
+                "apgd_ce_test": (torchattacks.APGD, dict(eps=0.25, steps=100, n_restarts=1, loss="ce")),
+                "square_test": (torchattacks.Square, dict(eps=0.25, n_queries=1000, n_restarts=1, p_init=0.8)),
+                "autoattack_test": (torchattacks.AutoAttack, dict(eps=0.25, norm="Linf"))}
     for name, (cls, settings) in expected.items():
         attack = torchattack(net, WORKLOADS[name].spec)
         assert type(attack) is cls and {k: getattr(attack, k) for k in settings} == settings, name

@@ -336,7 +336,8 @@ def twin(model) -> torch.nn.Module:
 
 def torchattack(model: torch.nn.Module, spec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The attack of `spec` (an attack spec of the project, as the benchmark runs it) in
-    torchattacks, with the spec's settings: FGSM, PGD (L∞ or L2, random start), DeepFool (L2).
+    torchattacks, with the spec's settings: FGSM, PGD (L∞ or L2, random start), DeepFool (L2), APGD,
+    Square (L∞) and AutoAttack's standard L∞ sequence (10 classes).
     Carlini–Wagner L2 (one constant) is :func:`cw_l2`: torchattacks.CW stops early when the cost
     rises, so its amount of work varies."""
     import torchattacks
@@ -355,6 +356,14 @@ def torchattack(model: torch.nn.Module, spec) -> Callable[[torch.Tensor, torch.T
             return torchattacks.DeepFool(model, steps=spec.max_iter, overshoot=spec.overshoot)
         case "cw" if spec.binary_search_steps == 1:
             return functools.partial(cw_l2, model, c=spec.initial_const, steps=spec.steps, lr=spec.learning_rate)
+        case "apgd":
+            return torchattacks.APGD(model, norm="Linf" if norm == "inf" else "L2", eps=spec.eps, steps=spec.steps,
+                                     n_restarts=spec.restarts, loss=spec.loss, seed=0)
+        case "square" if spec.restarts == 1:
+            return torchattacks.Square(model, norm="Linf", eps=spec.eps, n_queries=spec.queries, n_restarts=1,
+                                       p_init=spec.p_init, seed=0)
+        case "autoattack" if norm == "inf" and spec.standard():
+            return torchattacks.AutoAttack(model, norm="Linf", eps=spec.eps, version="standard", n_classes=10, seed=0)
     raise ValueError(f"no PyTorch counterpart of {spec.describe()}")
 
 

@@ -23,10 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgsm_repro.attacks.apgd import APGD
+from fgsm_repro.attacks.autoattack import AutoAttack
 from fgsm_repro.attacks.cw import CarliniWagnerL2
 from fgsm_repro.attacks.deepfool import DeepFool
 from fgsm_repro.attacks.fgsm import FGSM
 from fgsm_repro.attacks.pgd import PGD
+from fgsm_repro.attacks.square import Square
 from fgsm_repro.bench.geometry import layer_shapes
 from fgsm_repro.bench.products import Products, attack_products, conv_epoch_products
 from fgsm_repro.bench.settings import BenchSettings
@@ -43,6 +46,7 @@ PAPER_RECIPE = dict(
 CONV_BATCH = 128  # the CIFAR-10 recipe's
 ATTACK_EPS, PGD_STEPS = 0.25, 10
 L2_EPS, CW_STEPS = 1.0, 50
+APGD_STEPS, SQUARE_QUERIES = 100, 1000  # AutoAttack's APGD; Square: a fifth of AutoAttack's queries
 
 
 def synthetic(n: int, seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -373,7 +377,8 @@ class EnsembleAttack(Attack):
 # The attacks clip to the pixel range like torchattacks. PGD: step eps/4 and a random start, like
 # torchattacks.PGD; PGD-L2: torchattacks.PGDL2's defaults (eps 1, step .2) with its random start;
 # DeepFool: torchattacks.DeepFool's (L2, 50 steps, overshoot .02); C&W: torchattacks.CW's settings,
-# which have no search over c (one c = 1, 50 Adam steps of .01).
+# which have no search over c (one c = 1, 50 Adam steps of .01). APGD, Square and AutoAttack:
+# AutoAttack's standard settings; their work depends on when the examples fall (a random network).
 WORKLOADS = {w.name: w for w in [
     Epoch("maxout240_clean_epoch", "training epoch, maxout 2x240x5, faithful recipe", 240),
     AdversarialEpoch("maxout240_adv_epoch", "adversarial-training epoch (alpha .5, eps .25), maxout 240", 240),
@@ -391,6 +396,13 @@ WORKLOADS = {w.name: w for w in [
     MinimalAttack("cw_test", "Carlini-Wagner L2, c = 1, 50 Adam steps of .01, on 1,000 test images, maxout 240", 240,
                   CarliniWagnerL2(initial_const=1.0, binary_search_steps=1, steps=CW_STEPS, learning_rate=0.01),
                   steps=CW_STEPS),
+    Attack("apgd_ce_test", "APGD-CE eps .25, 100 steps, one start, on the test images, maxout 240", 240,
+           APGD(eps=ATTACK_EPS, steps=APGD_STEPS, clip=(0.0, 1.0)), steps=APGD_STEPS),
+    MinimalAttack("square_test", f"Square Attack L-inf eps .25, {SQUARE_QUERIES} queries at most, on 1,000 test "
+                  "images, maxout 240", 240, Square(eps=ATTACK_EPS, queries=SQUARE_QUERIES, clip=(0.0, 1.0)),
+                  steps=None),
+    MinimalAttack("autoattack_test", "AutoAttack's standard L-inf sequence (APGD-CE, APGD-T, FAB-T, Square) eps .25, "
+                  "on 1,000 test images, maxout 240", 240, AutoAttack(eps=ATTACK_EPS, clip=(0.0, 1.0)), steps=None),
     EnsembleAttack("ensemble12_fgsm_test", "FGSM eps .25 (clipped to [0,1]) against a 12-member mean-probability "
                    "ensemble of maxout 240 (S9.ens_all), on the test images", 240,
                    FGSM(eps=ATTACK_EPS, clip=(0.0, 1.0))),
