@@ -64,3 +64,20 @@ def key_paths(tree, prefix=()):
         for i, value in enumerate(tree):
             yield (*prefix, i)
             yield from key_paths(value, (*prefix, i))
+
+
+def random_softmax_regression(n: int, *, seed: int = 0, scale: float = 0.1):
+    """An MNIST-shaped softmax regression with random weights (N(0, scale²)) and `n` random images
+    with random labels: (model, objective, params, x, y) for attack tests through evaluation."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from fgsm_repro.models import build_model
+
+    model, objective = build_model("softmax_regression", {})
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+    params = jax.tree.map(lambda p: scale * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    return model, objective, params, x, y

@@ -72,13 +72,9 @@ def test_the_standard_sequence_names_what_it_lacks_and_stages_are_checked():
 
 def test_evaluation_reports_the_robust_accuracy_after_each_stage():
     from fgsm_repro.evaluation import attack_metrics
-    from fgsm_repro.models import build_model
+    from tests.helpers import random_softmax_regression
 
-    model, objective = build_model("softmax_regression", {})
-    rng = np.random.default_rng(0)
-    x, y = rng.random((12, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 12).astype(np.int32)
-    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
-    params = jax.tree.map(lambda p: 0.2 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    model, objective, params, x, y = random_softmax_regression(12, scale=0.2)
     y[:8] = np.asarray(jnp.argmax(model.apply({"params": params}, x[:8]), -1))  # 8 start right
     spec = parse_attack({"name": "autoattack", "eps": 0.02, "clip": [0, 1], "chunk": 4,
                          "stages": [{"name": "apgd", "steps": 5}, {"name": "square", "queries": 10}]})

@@ -118,19 +118,24 @@ def apgd(
     steps: int = 100,
     norm: float = math.inf,
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
-    predict_fn: Callable[[jax.Array], jax.Array] = lambda logits: jnp.argmax(logits, axis=-1),
+    predict_fn: Callable[[jax.Array], jax.Array] | None = None,
     key: jax.Array | None = None,
     restarts: int = 1,
     clip: tuple[float, float] | None = None,
 ) -> jax.Array:
     """APGD on ``loss_fn(logits_fn(x̃), y) -> (N,)`` (the cost to raise); an example is fooled
-    when ``predict_fn(logits) != y``. Starts at a random point of the ball's surface given a
-    `key` (at `x` without one); `restarts` > 1 needs a `key`."""
-    return apgd_run(logits_fn, x, y, eps, steps=steps, norm=norm, loss_fn=loss_fn, predict_fn=predict_fn, key=key,
-                    restarts=restarts, clip=clip)[0]
+    when ``predict_fn(logits) != y`` (default: the largest logit). Starts at a random point of the
+    ball's surface given a `key` (at `x` without one); `restarts` > 1 needs a `key`."""
+    return apgd_run(logits_fn, x, y, eps, steps=steps, norm=norm, loss_fn=loss_fn,
+                    predict_fn=predict_fn or argmax_labels, key=key, restarts=restarts, clip=clip)[0]
 
 
-def apgd_run(logits_fn, x, y, eps, *, steps, norm, loss_fn, predict_fn, key, restarts, clip):
+def argmax_labels(logits: jax.Array) -> jax.Array:
+    return jnp.argmax(logits, axis=-1)
+
+
+def apgd_run(logits_fn, x, y, eps, *, steps=100, norm=math.inf, loss_fn=cross_entropy, predict_fn=argmax_labels,
+             key=None, restarts=1, clip=None):
     """:func:`apgd`'s (x̃, fooled (N,) bool, best cost (N,)): what AutoAttack's stages need."""
     check_eps(eps)
     if restarts > 1 and key is None:

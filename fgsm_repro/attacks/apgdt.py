@@ -24,7 +24,6 @@ Pure and traceable: composes with ``jax.jit`` and ``jax.vmap``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -43,34 +42,29 @@ def apgd_t(
     y: jax.Array,
     eps: float | jax.Array,
     *,
-    steps: int = 100,
-    norm: float = math.inf,
     target_classes: int = 9,
-    predict_fn: Callable[[jax.Array], jax.Array] = lambda logits: jnp.argmax(logits, axis=-1),
     key: jax.Array | None = None,
-    restarts: int = 1,
-    clip: tuple[float, float] | None = None,
+    **options,
 ) -> jax.Array:
     """APGD on the targeted DLR loss toward each of the `target_classes` most likely other classes
-    of the clean `x` (by its logits), `restarts` starts each; per example the strongest result."""
-    return apgd_t_run(logits_fn, x, y, eps, steps=steps, norm=norm, target_classes=target_classes,
-                      predict_fn=predict_fn, key=key, restarts=restarts, clip=clip)[0]
+    of the clean `x` (by its logits); per example the strongest result. `options`: APGD's
+    (:func:`~fgsm_repro.attacks.apgd.apgd`: steps, norm, predict_fn, restarts, clip)."""
+    return apgd_t_run(logits_fn, x, y, eps, target_classes=target_classes, key=key, **options)[0]
 
 
-def apgd_t_run(logits_fn, x, y, eps, *, steps, norm, target_classes, predict_fn, key, restarts, clip):
+def apgd_t_run(logits_fn, x, y, eps, *, target_classes: int = 9, key=None, **options):
     """:func:`apgd_t`'s (x̃, fooled (N,) bool, best cost (N,))."""
     ranked = jnp.argsort(-jax.lax.stop_gradient(logits_fn(x)), axis=-1)
     classes = ranked.shape[-1]
     if classes < 4 or not 1 <= target_classes <= classes - 1:
-        raise ReproError(f"APGD-T needs a model of at least 4 classes and 1..{max(classes - 2, 1)} "
+        raise ReproError(f"APGD-T needs a model of at least 4 classes and 1..{max(classes - 1, 1)} "
                          f"target classes; got {classes} classes and {target_classes} targets")
 
     def toward(t):  # the t-th most likely class (t = 1: the top one)
         target = jnp.take(ranked, t, axis=-1)
         key_t = None if key is None else jax.random.fold_in(jax.random.fold_in(key, TARGET_CLASS_STREAM), t)
-        return apgd_run(logits_fn, x, y, eps, steps=steps, norm=norm,
-                        loss_fn=lambda logits, labels: targeted_dlr_loss(logits, labels, target),
-                        predict_fn=predict_fn, key=key_t, restarts=restarts, clip=clip)
+        return apgd_run(logits_fn, x, y, eps, loss_fn=lambda logits, labels: targeted_dlr_loss(logits, labels, target),
+                        key=key_t, **options)
 
     best = toward(1)
     if target_classes > 1:
