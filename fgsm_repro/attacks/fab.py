@@ -19,7 +19,9 @@ min(τ, its room in the box) in the direction of its weight, τ the smallest tha
 
 For FAB-T the targets are the most likely other classes of the clean input, `steps` steps each
 (as APGD-T's). Given `eps`, an example counts as fooled only when its best example lies within
-ε of x; otherwise x is returned (minimal perturbations larger than the budget are not attacks).
+ε of x; otherwise x is returned (minimal perturbations larger than the budget are not attacks);
+and the batch stops — a target's steps, then the targets left — once every example has a point
+within ε, as no verdict can change after.
 
 Shapes: `x` is a batch (N, …); the result has the shape and dtype of `x`.
 
@@ -70,9 +72,12 @@ def project_linf(point: jax.Array, w: jax.Array, c: jax.Array, low: jax.Array, h
     return direction * jnp.minimum(tau[:, None], room)
 
 
-def fab_toward(logits_fn, x, y, target, *, steps: int, clip: tuple[float, float] | None):
+def fab_toward(logits_fn, x, y, target, *, steps: int, clip: tuple[float, float] | None, eps=None,
+               best=None, best_norm=None):
     """FAB toward one target class per example: (its closest misclassified example, its L∞
-    distance; FAR and x where none was found)."""
+    distance; FAR and x where none was found). Given `eps`, the batch stops once every example
+    has a point within ε (closer ones change no verdict). `best`, `best_norm`: the points found
+    so far (another target's), kept where they are closer."""
     n = x.shape[0]
     flat = x.reshape(n, -1)
     if clip is None:  # no range: a box far wider than any budget (rooms all equal: the closed form stays exact)
@@ -88,8 +93,8 @@ def fab_toward(logits_fn, x, y, target, *, steps: int, clip: tuple[float, float]
         value, vjp, z = jax.vjp(f, v, has_aux=True)
         return value, vjp(jnp.ones_like(value))[0].reshape(n, -1), jnp.argmax(z, -1) != y
 
-    def step(_, carry):
-        point, best, best_norm = carry
+    def step(carry):
+        i, point, best, best_norm = carry
         f, g, _ = margin_and_grad(point.reshape(x.shape))
         d_point = project_linf(point, g, f, low, high)
         d_orig = project_linf(flat, g, f + jnp.sum(g * (flat - point), axis=1), low, high)
@@ -102,11 +107,16 @@ def fab_toward(logits_fn, x, y, target, *, steps: int, clip: tuple[float, float]
         best = jnp.where(better[:, None], moved, best)
         best_norm = jnp.where(better, norm, best_norm)
         point = jnp.where(fooled[:, None], (1 - BETA) * flat + BETA * moved, moved)
-        return point, best, best_norm
+        return i + 1, point, best, best_norm
 
-    fooled_clean = margin_and_grad(x)[2]
-    start = (flat, flat, jnp.where(fooled_clean, 0.0, FAR))
-    _, best, best_norm = jax.lax.fori_loop(0, steps, step, start)
+    def go_on(carry):
+        i, _, _, best_norm = carry
+        return (i < steps) & ((best_norm > eps).any() if eps is not None else True)
+
+    if best is None:
+        fooled_clean = margin_and_grad(x)[2]
+        best, best_norm = x, jnp.where(fooled_clean, 0.0, FAR).astype(x.dtype)
+    _, _, best, best_norm = jax.lax.while_loop(go_on, step, (0, flat, best.reshape(n, -1), best_norm))
     return best.reshape(x.shape), best_norm
 
 
@@ -129,18 +139,19 @@ def fab_t_run(logits_fn, x, y, eps, *, steps, target_classes, clip):
     """:func:`fab_t`'s (x̃, fooled within ε (N,) bool, L∞ distance of the closest point (N,))."""
     if eps is not None:
         check_eps(eps)
-    ranked = jnp.argsort(-jax.lax.stop_gradient(logits_fn(x)), axis=-1)
+    logits = jax.lax.stop_gradient(logits_fn(x))
+    ranked = jnp.argsort(-logits, axis=-1)
     classes = ranked.shape[-1]
     if classes < 2 or not 1 <= target_classes <= classes - 1:
         raise ReproError(f"FAB-T needs 1..{classes - 1} target classes; got {target_classes}")
 
-    def toward(t, kept):
+    def toward(t, kept):  # the t-th most likely class; a batch already within ε skips it
         best, best_norm = kept
-        new, new_norm = fab_toward(logits_fn, x, y, jnp.take(ranked, t, axis=-1), steps=steps, clip=clip)
-        closer = new_norm < best_norm
-        return (jnp.where(closer.reshape((-1,) + (1,) * (x.ndim - 1)), new, best), jnp.minimum(new_norm, best_norm))
+        return fab_toward(logits_fn, x, y, jnp.take(ranked, t, axis=-1), steps=steps, clip=clip, eps=eps,
+                          best=best, best_norm=best_norm)
 
-    best, best_norm = jax.lax.fori_loop(1, target_classes + 1, toward, (x, jnp.full(x.shape[0], FAR, x.dtype)))
+    wrong = jnp.argmax(logits, axis=-1) != y  # misclassified as it is: distance 0
+    best, best_norm = jax.lax.fori_loop(1, target_classes + 1, toward, (x, jnp.where(wrong, 0.0, FAR).astype(x.dtype)))
     within = best_norm < FAR if eps is None else best_norm <= eps
     x_adv = jnp.where(within.reshape((-1,) + (1,) * (x.ndim - 1)), best, x)
     return jax.lax.stop_gradient(x_adv.astype(x.dtype)), within, best_norm
