@@ -121,7 +121,7 @@ def test_restart_keys_start_from_the_key_and_never_meet_the_targets_key():
     np.testing.assert_array_equal(np.asarray(traced), np.asarray(restart_key(key, 3)))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(eps=st.floats(0.0, 0.6), clip=st.sampled_from([None, (0.0, 1.0)]), seed=st.integers(0, 5),
        norm=st.sampled_from([math.inf, 2.0]), targeted=st.booleans())
 def test_apgd_stays_within_eps_and_the_clip_range(eps, clip, seed, norm, targeted):
