@@ -4,7 +4,8 @@
 write (the run folder polled every half millisecond) and killed with SIGKILL the moment a chosen
 point is reached: before the first checkpoint, between two checkpoints, while orbax writes a
 checkpoint, while ``final/`` and ``run.json`` are written, while the results file and the report are
-written. After each kill the state on disk is checked to be the one aimed at (a kill point that is
+written (the renames of those three small files slowed by a launcher, tests/toys/slow_renames.py,
+so that no host's fast disk hides their moment). After each kill the state on disk is checked to be the one aimed at (a kill point that is
 not observed fails the test, it never passes in silence) and to hold no half-written file; the same
 command run again must then finish with bitwise the same parameters, or the same measured numbers
 and report, as a run that was never interrupted.
@@ -37,6 +38,10 @@ EPOCHS = 8
 CLAIM, RESULTS_NAME, PROFILE = "T1.softmax", "t1_softmax.ci", "ci"  # the cheapest claim
 ORBAX_TMP = ".orbax-checkpoint-tmp"  # orbax writes <step>.orbax-checkpoint-tmp[-<time>], then renames it
 POLL_S = 0.0005
+# Writing run.json, a results JSON or REPORT.md takes microseconds on a fast disk: the CLI runs
+# through a launcher that pauses before each of those files is renamed into place (the project's
+# write code unchanged), so that the watcher sees the kill point on every host.
+SLOW_RENAMES = REPO / "tests" / "toys" / "slow_renames.py"
 TIMEOUT_S = 300
 
 
@@ -49,11 +54,13 @@ def _env(data_dir: Path) -> dict[str, str]:
             "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     return env | {"TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu", "FGSM_REPRO_JAX_CACHE": "off",
-                  "TFDS_DATA_DIR": str(data_dir)}
+                  "TFDS_DATA_DIR": str(data_dir), "FGSM_REPRO_TEST_RENAME_DELAY_S": "0.3",
+                  "FGSM_REPRO_TEST_SLOW_RENAMES": f"run.json,{RESULTS_NAME}.json,REPORT.md"}
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fgsm_repro.cli", *args]
+    """The CLI, with the renames of the small files these tests kill inside slowed (SLOW_RENAMES)."""
+    return [sys.executable, str(SLOW_RENAMES), *args]
 
 
 def _names(folder: Path) -> list[str]:

@@ -627,7 +627,7 @@ def _check_attack(trained: Trained, run_dir: Path, case: str, leaks: list[str]) 
 @pytest.mark.slow
 @pytest.mark.mnist
 def test_fuzzed_run_records_give_the_right_numbers_or_one_line(trained, tmp_path, leaks):
-    @settings(FUZZ, max_examples=60)
+    @settings(FUZZ, max_examples=30)
     @given(data=mutated_records(trained.record))
     def case(data):
         run_dir = trained.copy(tmp_path)
@@ -641,7 +641,7 @@ def test_fuzzed_run_records_give_the_right_numbers_or_one_line(trained, tmp_path
 @pytest.mark.slow
 @pytest.mark.mnist
 def test_fuzzed_final_parameters_give_the_right_numbers_or_one_line(trained, tmp_path, leaks):
-    @settings(FUZZ, max_examples=40)
+    @settings(FUZZ, max_examples=24)
     @given(damage=damaged_bytes(_files(trained.run_dir / "final")))
     def case(damage):
         path, how, what = damage
@@ -657,7 +657,7 @@ def test_fuzzed_final_parameters_give_the_right_numbers_or_one_line(trained, tmp
 @pytest.mark.mnist
 def test_fuzzed_checkpoints_resume_to_the_same_parameters_or_one_line(trained, tmp_path, leaks):
     """Both checkpoints kept (a damaged one falls back to the other), or only the last (no fallback)."""
-    @settings(FUZZ, max_examples=20)
+    @settings(FUZZ, max_examples=12)
     @given(only_last=st.booleans(), damage=damaged_bytes(_files(trained.run_dir / "checkpoints")))
     def case(only_last, damage):
         path, how, what = damage
