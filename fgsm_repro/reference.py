@@ -153,6 +153,11 @@ TARGETS: tuple[Target, ...] = (
            "beyond the paper: FGM, BIM, PGD, DeepFool, JSMA, C&W on the naive and the adversarially trained maxout"),
     Target("X.attack_curves", "figure", None, "figure",
            "beyond the paper: error vs L-inf eps (FGSM, BIM, PGD) and vs L2 budget (DeepFool, C&W), both maxouts"),
+    Target("X.robust_eval", "figure", None, "figure",
+           "beyond the paper: every MNIST model and PGD / fast / TRADES training under FGSM, PGD-40 and "
+           "AutoAttack at eps .1-.3, with training cost"),
+    Target("X.catastrophic_overfitting", "figure", None, "figure",
+           "beyond the paper: PGD error on held-out images per epoch along the adversarial trainings"),
 )
 
 

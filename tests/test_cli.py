@@ -341,7 +341,9 @@ def test_attacks_reach_cifars_pixels_through_its_preprocessing(tmp_path, cifar_d
     from fgsm_repro.config import experiment_configs
 
     runner, run_dir = CliRunner(), tmp_path / "run"
-    res = runner.invoke(app, ["train", str(experiment_configs()["t1_convmaxout"]), "--profile", "ci", "--run-dir",
+    config = tmp_path / "convmaxout_one_epoch.yaml"  # the ci network, one epoch: the attack is under test
+    config.write_text(f"inherit: {experiment_configs()['t1_convmaxout']}\nprofiles: {{ci: {{train: {{epochs: 1}}}}}}\n")
+    res = runner.invoke(app, ["train", str(config), "--profile", "ci", "--run-dir",
                               str(run_dir), "--data-dir", str(cifar_data_dir), "--quiet"])
     assert res.exit_code == 0, res.output
     records = {}

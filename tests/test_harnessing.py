@@ -96,3 +96,48 @@ def test_the_robust_monitor_records_each_epoch_and_a_collapse_keeps_the_epoch_be
 def test_trades_takes_beta_not_alpha():
     with pytest.raises(ValueError, match="beta"):
         _cfg(adversarial={"objective": "trades", "alpha": 0.3, "attack": {"name": "pgd", "eps": 0.3}})
+
+
+# --------------------------------------------------------------------------------------
+# X.robust_eval's pieces
+# --------------------------------------------------------------------------------------
+
+def test_at_eps_moves_autoattacks_stages_to_the_new_radius():
+    from fgsm_repro.attacks.base import parse_attack
+    from fgsm_repro.experiments.x_robust_eval import at_eps
+
+    spec = parse_attack({"name": "autoattack", "eps": 0.3, "clip": [0, 1],
+                         "stages": [{"name": "apgd", "steps": 10}, {"name": "square", "queries": 50}]})
+    moved = at_eps(spec, 0.1)
+    assert moved.eps == 0.1 and [s.eps for s in moved.stages] == [0.1, 0.1]
+    assert [s.name for s in moved.stages] == ["apgd", "square"] and moved.stages[0].steps == 10
+    assert moved.clip == (0.0, 1.0) and spec.stages[0].eps == 0.3  # the original untouched
+    assert at_eps(parse_attack({"name": "pgd", "eps": 0.3, "steps": 40, "step_size": 0.01}), 0.2).step_size == 0.01
+
+
+def test_training_cost_sums_epochs_and_seconds_of_the_trainings_kept():
+    from types import SimpleNamespace
+
+    from fgsm_repro.experiments.x_robust_eval import training_cost
+
+    def trained(history, stage2=0):
+        return SimpleNamespace(fit=SimpleNamespace(epochs_run=len([r for r in history if "epoch" in r]),
+                                                   stage2_epochs=stage2, retrain_epochs=0, history=history))
+
+    one = trained([{"epoch": 1, "seconds": 2.0}, {"epoch": 2, "seconds": 1.5}, {"stage2_epoch": 1, "seconds": 1.0}],
+                  stage2=1)
+    together = trained([{"epoch": 1, "seconds": 4.0, "seeds_together": 2}])  # its share of a vmapped epoch
+    assert training_cost([one]) == {"epochs": 3, "train_seconds": 4.5}
+    assert training_cost([one, together]) == {"epochs": 4, "train_seconds": 6.5}
+
+
+def test_robust_eval_options_name_only_their_own_attacks():
+    from pydantic import ValidationError
+
+    from fgsm_repro.experiments.x_robust_eval import Options
+
+    attacks = {"fgsm": {"name": "fgsm", "eps": 0.3}}
+    assert Options(attacks=attacks, attack_examples={"fgsm": 5}).attack_examples == {"fgsm": 5}
+    for bad in ({"attack_examples": {"pgd": 5}}, {"attack_examples": {"fgsm": 0}}, {"eps": [0.0, 0.1]}, {"eps": []}):
+        with pytest.raises(ValidationError):
+            Options(attacks=attacks, **bad)

@@ -5,10 +5,10 @@ write (the run folder polled every half millisecond) and killed with SIGKILL the
 point is reached: before the first checkpoint, between two checkpoints, while orbax writes a
 checkpoint, while ``final/`` and ``run.json`` are written, while the results file and the report are
 written (the renames of those three small files slowed by a launcher, tests/toys/slow_renames.py,
-so that no host's fast disk hides their moment). After each kill the state on disk is checked to be the one aimed at (a kill point that is
-not observed fails the test, it never passes in silence) and to hold no half-written file; the same
-command run again must then finish with bitwise the same parameters, or the same measured numbers
-and report, as a run that was never interrupted.
+so that no host's fast disk hides their moment). After each kill the state on disk is checked to
+be the one aimed at (a kill point that is not observed fails the test, it never passes in silence)
+and to hold no half-written file; the same command run again must then finish with bitwise the
+same parameters, or the same measured numbers and report, as a run that was never interrupted.
 
 The processes run without JAX's persistent compilation cache: a kill must not land in the writes of
 the shared cache in ~/.cache (nor may these tests depend on it).

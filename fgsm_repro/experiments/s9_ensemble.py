@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from fgsm_repro import trainings
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate
@@ -50,6 +51,21 @@ class Options(BaseModel):
 def runs_per_seed(cfg: ExperimentConfig) -> dict[str, int]:
     """The members trained for each seed of the experiment (the time a run from scratch projects)."""
     return {"member": experiment_options(cfg, Options).members}
+
+
+def reused_size(cfg: ExperimentConfig, name: str) -> int:
+    """The members of the ensemble that training `name` of another experiment (a ``reuse`` of this
+    experiment's ``member``) stands for: this experiment's ``options.members`` at that profile."""
+    return experiment_options(trainings.reused_config(cfg, name), Options).members
+
+
+def ensemble_of(cfg: ExperimentConfig, name: str, splits: Splits, seed: int, ctx: Context):
+    """(ensemble, objective, stacked params, members) of seed `seed`, from training `name` of
+    another experiment that reuses this one's ``member``: the same networks as this experiment's."""
+    size = reused_size(cfg, name)
+    members = train_members(cfg, name, splits, [seed * size + m for m in range(size)], ctx)
+    return (MeanProbabilityEnsemble(members[0].model, size), SOFTMAX, stack_members([m.params for m in members]),
+            members)
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fgsm_repro import trainings
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import adversarial_examples, evaluate
@@ -28,14 +27,10 @@ from fgsm_repro.experiments import s9_ensemble
 from fgsm_repro.experiments.common import (
     Context,
     Outcome,
-    experiment_options,
     pyplot,
     save_figure,
     train,
-    train_members,
 )
-from fgsm_repro.models import MeanProbabilityEnsemble, stack_members
-from fgsm_repro.objectives import SOFTMAX
 
 CLAIMS = ("X.transfer_matrix", "X.robustness")
 TRAININGS = ("softmax", "maxout", "maxout_adversarial", "maxout_sign_noise", "maxout_uniform_noise", "rbf",
@@ -45,19 +40,15 @@ EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 def runs_per_seed(cfg: ExperimentConfig) -> dict[str, int]:
     """s9_ensemble's members, trained for each seed (the time a run from scratch projects)."""
-    return {"ensemble_member": s9_ensemble.runs_per_seed(trainings.reused_config(cfg, "ensemble_member"))["member"]}
+    return {"ensemble_member": s9_ensemble.reused_size(cfg, "ensemble_member")}
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:
-    # The ensemble is s9_ensemble's: its size with its members.
-    size = experiment_options(trainings.reused_config(cfg, "ensemble_member"), s9_ensemble.Options).members
     models = {}
     for name in TRAININGS[:-1]:
         t, = train(cfg, name, splits, [seed], ctx)
         models[name] = (t.model, t.objective, t.params)
-    members = train_members(cfg, "ensemble_member", splits, [seed * size + m for m in range(size)], ctx)
-    models["ensemble"] = (MeanProbabilityEnsemble(members[0].model, size), SOFTMAX,
-                          stack_members([m.params for m in members]))
+    models["ensemble"] = s9_ensemble.ensemble_of(cfg, "ensemble_member", splits, seed, ctx)[:3]  # s9_ensemble's
     x, y = splits.x_test, splits.y_test
     names = list(models)
 
