@@ -179,25 +179,33 @@ def _overfitting_row(name: str, records: list[dict], rows: list[dict], options: 
 
 
 def _accuracy_vs_cost(rows: list[dict], options: Options, cfg: ExperimentConfig, ctx: Context) -> str:
+    """The strongest attack's robust accuracy at every eps (one marker per eps, one colour per
+    model, a line joining them) against the training seconds; the clean accuracy as a bar."""
     plt = pyplot()
-    eps = max(options.eps)
     strongest = list(options.attacks)[-1]  # the config lists its attacks weakest first
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    markers = dict(zip(sorted(options.eps), "os^vDp*h", strict=False))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
     for i, row in enumerate(rows):
-        seconds = max(row["train_seconds"], 1.0)
-        ax.scatter(seconds, row[f"{strongest}_eps_{eps:g}"], color=f"C{i % 10}", zorder=3)
-        ax.scatter(seconds, row["clean"], color=f"C{i % 10}", marker="_", s=120, zorder=3)
-        ax.annotate(row["model"], (seconds, row[f"{strongest}_eps_{eps:g}"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
-    if eps == ANCHOR_EPS:
+        seconds, color = max(row["train_seconds"], 1.0), f"C{i % 10}"
+        accuracies = [row[f"{strongest}_eps_{eps:g}"] for eps in sorted(options.eps)]
+        ax.plot([seconds] * len(accuracies), accuracies, color=color, lw=0.8, zorder=2)
+        for eps, accuracy in zip(sorted(options.eps), accuracies, strict=True):
+            ax.scatter(seconds, accuracy, color=color, marker=markers[eps], s=22, zorder=3)
+        ax.scatter(seconds, row["clean"], color=color, marker="_", s=120, zorder=3)
+        ax.annotate(row["model"], (seconds, accuracies[-1]), fontsize=7, rotation=90, xytext=(3, 6),
+                    textcoords="offset points", va="bottom")
+    for eps, marker in markers.items():
+        ax.scatter([], [], color="black", marker=marker, s=22, label=f"eps={eps:g}")
+    if ANCHOR_EPS in options.eps:
         for anchor in ANCHORS:
             ax.axhline(anchor["autoattack"], color="grey", lw=0.8, ls=":")
-            ax.text(0.99, anchor["autoattack"], anchor["model"], transform=ax.get_yaxis_transform(), fontsize=6,
-                    ha="right", va="bottom", color="grey")
+            ax.text(0.01, anchor["autoattack"], f"{anchor['model']}, eps={ANCHOR_EPS:g}",
+                    transform=ax.get_yaxis_transform(), fontsize=6, va="bottom", color="grey")
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (the training kept, on the machine that trained it)")
-    ax.set_ylabel(f"{strongest}, eps={eps:g}: robust accuracy (%)\n(bars: clean accuracy)")
+    ax.set_ylabel(f"robust accuracy under {strongest} (%)\n(bars: clean accuracy)")
     ax.set_ylim(-2, 102)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(f"Robust accuracy vs training cost, MNIST [{cfg.profile} profile]; dotted: the papers' CNNs "
                  "under AutoAttack", fontsize=8)
     fig.tight_layout()
