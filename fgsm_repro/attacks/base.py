@@ -196,6 +196,13 @@ def find_attack(name: str, folders: Iterable[Path | str] = ()) -> type[AttackSpe
     return specs[0]
 
 
+def parse_attacks(value: Any) -> dict[str, AttackSpec]:
+    """A non-empty mapping of label -> attack settings, each parsed (an experiment's ``options.attacks``)."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError("expected a mapping of label -> attack settings")
+    return {label: parse_attack(settings) for label, settings in value.items()}
+
+
 def parse_attack(value: Any, folders: Iterable[Path | str] = ()) -> AttackSpec:
     """An attack spec from a mapping (``name`` defaults to fgsm, the paper's attack); a user's
     module is searched in `folders` first. Errors are :class:`NestedFieldError` naming the field."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fgsm_repro.attacks.base import AttackSpec, parse_attack
+from fgsm_repro.attacks.base import AttackSpec, parse_attacks
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate, predict
@@ -41,12 +41,7 @@ class Options(BaseModel):
     l2_budgets: list[float] = Field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
     attacks: dict[str, AttackSpec]
 
-    @field_validator("attacks", mode="before")
-    @classmethod
-    def _specs(cls, v):
-        if not isinstance(v, dict) or not v:
-            raise ValueError("expected a mapping of label -> attack settings")
-        return {label: parse_attack(settings) for label, settings in v.items()}
+    _specs = field_validator("attacks", mode="before")(parse_attacks)
 
 
 def run(cfg: ExperimentConfig, splits: Splits, seed: int, ctx: Context) -> Outcome:

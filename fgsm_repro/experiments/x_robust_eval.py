@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fgsm_repro.attacks.base import AttackSpec, parse_attack
+from fgsm_repro.attacks.base import AttackSpec, parse_attack, parse_attacks
 from fgsm_repro.config import ExperimentConfig
 from fgsm_repro.data import Splits
 from fgsm_repro.evaluation import attack_metrics, evaluate
@@ -60,12 +60,7 @@ class Options(BaseModel):
     attacks: dict[str, AttackSpec]
     attack_examples: dict[str, int] = Field(default_factory=dict)  # label -> fewer examples (the first n)
 
-    @field_validator("attacks", mode="before")
-    @classmethod
-    def _specs(cls, v):
-        if not isinstance(v, dict) or not v:
-            raise ValueError("expected a mapping of label -> attack settings")
-        return {label: parse_attack(settings) for label, settings in v.items()}
+    _specs = field_validator("attacks", mode="before")(parse_attacks)
 
     @field_validator("eps")
     @classmethod
