@@ -41,6 +41,23 @@ def _victim(seed=0, classes=5):
     return victim, x, jnp.argmax(logits(x), -1)
 
 
+def test_in_l2_robust_accuracy_never_rises_across_the_four_stages_and_stays_in_the_l2_ball():
+    victim, x, y = _victim()
+    eps = 0.5
+    spec = parse_attack({"name": "autoattack", "eps": eps, "norm": 2, "clip": [0, 1], "chunk": 8,
+                         "stages": [{"name": "apgd", "steps": 10}, {"name": "apgdt", "steps": 10, "target_classes": 3},
+                                    {"name": "fab", "steps": 10, "target_classes": 3},
+                                    {"name": "square", "queries": 30}]})
+    assert all(s.norm == 2 for s in spec.stages)
+    x_adv, robust = jax.jit(lambda a, b: spec.stages_run(victim, a, b, jax.random.PRNGKey(1)))(x, y)
+    robust = np.asarray(robust)
+    assert robust.shape == (5, 24) and robust[0].all() and not robust[-1].all()
+    assert (robust[1:] <= robust[:-1]).all()
+    np.testing.assert_array_equal(robust[-1], np.asarray(victim.predict(x_adv) == y))
+    assert np.linalg.norm(np.asarray(x_adv - x).reshape(24, -1), axis=1).max() <= eps * (1 + 1e-5)
+    assert np.asarray(x_adv).min() >= 0 and np.asarray(x_adv).max() <= 1
+
+
 @pytest.mark.parametrize("eps", [0.05, 0.2])
 def test_robust_accuracy_never_rises_across_stages_and_the_examples_say_the_last(eps):
     victim, x, y = _victim()
@@ -57,12 +74,21 @@ def test_robust_accuracy_never_rises_across_stages_and_the_examples_say_the_last
     np.testing.assert_array_equal(np.asarray(spec(victim, x, y, jax.random.PRNGKey(1))), np.asarray(x_adv))
 
 
-def test_the_standard_sequence_names_what_it_lacks_and_stages_are_checked():
+def test_the_standard_sequences_are_the_references_and_stages_are_checked():
     spec = parse_attack({"name": "autoattack", "eps": 0.3})
     assert [s.name for s in spec.stages] == ["apgd", "apgdt", "fab", "square"]
-    assert all(s.eps == 0.3 for s in spec.stages) and "without" not in spec.describe()
-    l2 = parse_attack({"name": "autoattack", "eps": 2.0, "norm": 2})
-    assert [s.name for s in l2.stages] == ["apgd", "apgdt"] and "without FAB-T and Square" in l2.describe()
+    assert all(s.eps == 0.3 and s.norm == "inf" for s in spec.stages) and spec.standard()
+    assert spec.describe() == "autoattack eps=0.3 norm=inf apgd+apgdt+fab+square"
+    l2 = parse_attack({"name": "autoattack", "eps": 2.0, "norm": 2, "clip": [0, 1]})
+    assert [s.name for s in l2.stages] == ["apgd", "apgdt", "fab", "square"] and l2.standard()
+    assert all(s.eps == 2.0 and s.norm == 2 and s.clip == (0, 1) for s in l2.stages)
+    apgd, apgdt, fab, square = l2.stages  # the reference's version="standard" in L2
+    assert apgd.steps == 100 and apgd.restarts == 1 and apgd.loss == "ce"
+    assert apgdt.steps == 100 and apgdt.target_classes == 9
+    assert fab.steps == 100 and fab.target_classes == 9
+    assert square.queries == 5000 and square.p_init == 0.8 and square.restarts == 1
+    assert l2.describe() == "autoattack eps=2 norm=2 apgd+apgdt+fab+square"
+    assert parse_attack(l2.model_dump()) == l2
     assert parse_attack(spec.model_dump()) == spec
     with pytest.raises(NestedFieldError, match="stages.*lossy"):
         parse_attack({"name": "autoattack", "eps": 0.3, "stages": [{"name": "apgd", "lossy": "dlr"}]})

@@ -6,8 +6,8 @@
 - :mod:`~fgsm_repro.attacks.pgd` — projected gradient descent, L∞ or L2, random starts and restarts;
 - :mod:`~fgsm_repro.attacks.apgd`, :mod:`~fgsm_repro.attacks.apgdt` — auto-PGD on the cost or the
   DLR loss, and its targeted form (AutoAttack's first two);
-- :mod:`~fgsm_repro.attacks.fab` — FAB-T, minimal L∞ perturbations toward chosen classes;
-- :mod:`~fgsm_repro.attacks.square` — the Square Attack, score-based black box (L∞);
+- :mod:`~fgsm_repro.attacks.fab` — FAB-T, minimal L∞ or L2 perturbations toward chosen classes;
+- :mod:`~fgsm_repro.attacks.square` — the Square Attack, score-based black box (L∞ or L2);
 - :mod:`~fgsm_repro.attacks.autoattack` — AutoAttack: those four in sequence, each on the examples
   still robust;
 - :mod:`~fgsm_repro.attacks.deepfool` — minimal L2 / L∞ steps to the nearest boundary;

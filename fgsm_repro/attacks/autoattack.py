@@ -3,13 +3,13 @@
 Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
 parameter-free attacks", ICML 2020 — the evaluation RobustBench standardised. Norm: L∞ or L2.
 
-The standard sequence: APGD-CE (100 steps, one start; :mod:`~fgsm_repro.attacks.apgd`), APGD-T
-(targeted DLR toward 9 classes, 100 steps each; :mod:`~fgsm_repro.attacks.apgdt`), FAB-T and
-FAB-T (100 steps toward each of 9 classes; :mod:`~fgsm_repro.attacks.fab`) and Square (5,000
-queries; :mod:`~fgsm_repro.attacks.square`). In L2, FAB-T and Square are not implemented here
-yet: the standard L2 sequence runs APGD-CE and APGD-T, and says so in its `describe`. An example
-fooled by a stage keeps that stage's adversarial example; the robust accuracy can only fall from
-stage to stage. Any attack specs may form the sequence instead (``stages:``).
+The standard sequence, in L∞ and in L2 alike (the reference's ``version="standard"``, each attack
+in the sequence's norm): APGD-CE (100 steps, one start; :mod:`~fgsm_repro.attacks.apgd`), APGD-T
+(targeted DLR toward 9 classes, 100 steps each; :mod:`~fgsm_repro.attacks.apgdt`), FAB-T (100
+steps toward each of 9 classes, one start; :mod:`~fgsm_repro.attacks.fab`) and Square (5,000
+queries, p_init = .8, one start; :mod:`~fgsm_repro.attacks.square`). An example fooled by a
+stage keeps that stage's adversarial example; the robust accuracy can only fall from stage to
+stage. Any attack specs may form the sequence instead (``stages:``).
 
 Each stage runs only where some example is still robust: the batch is ordered robust-first and
 cut into chunks of `chunk` examples, and a chunk with no robust example skips the stage (a
@@ -22,6 +22,7 @@ Usage::
 
     spec = parse_attack({"name": "autoattack", "eps": 0.3, "clip": [0, 1]})
     x_adv = spec(victim, x, y, key)
+    parse_attack({"name": "autoattack", "eps": 1.5, "norm": 2, "clip": [0, 1]})   # the standard L2 sequence
     x_adv, robust = spec.stages_run(victim, x, y, key)   # robust: (stages + 1, N), clean first
     parse_attack({"name": "autoattack", "eps": 0.3, "stages": [{"name": "apgd", "loss": "dlr"}]})
 
@@ -41,9 +42,9 @@ from fgsm_repro.attacks.base import INF, AttackSpec, NonNegativeFloat, PositiveI
 from fgsm_repro.sampling import Rate
 
 STANDARD_LINF = ({"name": "apgd", "steps": 100}, {"name": "apgdt", "steps": 100, "target_classes": 9},
-                 {"name": "fab", "steps": 100, "target_classes": 9}, {"name": "square", "queries": 5000})
-STANDARD_L2 = ({"name": "apgd", "steps": 100}, {"name": "apgdt", "steps": 100, "target_classes": 9})
-MISSING_L2 = "FAB-T and Square in L2"  # the standard L2 sequence's stages not implemented yet
+                 {"name": "fab", "steps": 100, "target_classes": 9},
+                 {"name": "square", "queries": 5000, "p_init": 0.8})
+STANDARD_L2 = STANDARD_LINF  # the reference's standard version sets the same for both norms
 
 
 def on_robust(stage, x, y, robust, key, chunk: int):
@@ -86,9 +87,9 @@ def _stage(stage: dict | AttackSpec, eps, norm, clip) -> AttackSpec:
 
 class AutoAttack(AttackSpec):
     """AutoAttack (:mod:`fgsm_repro.attacks.autoattack`): the standard sequence of attacks (APGD-CE,
-    APGD-T, FAB-T, Square; in L2 only the first two yet) in the L∞ or L2 (`norm`) ball of radius
-    `eps`, or the attacks of `stages` (with this spec's eps, norm and clip), each on the examples
-    still robust, `chunk` examples at a time."""
+    APGD-T, FAB-T, Square) in the L∞ or L2 (`norm`) ball of radius `eps`, or the attacks of
+    `stages` (with this spec's eps, norm and clip), each on the examples still robust, `chunk`
+    examples at a time."""
 
     name: Literal["autoattack"] = "autoattack"
     eps: NonNegativeFloat
@@ -113,8 +114,7 @@ class AutoAttack(AttackSpec):
 
     def describe(self) -> str:
         names = "+".join(s.name for s in self.stages)
-        missing = f" (the standard sequence without {MISSING_L2})" if self.standard() and self.norm != INF else ""
-        return f"autoattack eps={self.eps:g} norm={self.norm} {names}{missing}"
+        return f"autoattack eps={self.eps:g} norm={self.norm} {names}"
 
     def stages_run(self, victim, x, y, key):
         """(x̃, robust): the adversarial examples and, per example, whether it is still classified
