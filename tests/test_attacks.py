@@ -107,6 +107,45 @@ def test_jsma_reaches_its_target_changing_pairs_of_pixels_to_the_top_of_the_rang
     assert (changed.sum(1) % 2 == 0).all() and changed.sum(1).max() <= FEATURES
 
 
+@pytest.mark.parametrize("increase", [True, False])
+def test_jsmas_pair_search_is_the_argmax_of_the_masked_pair_scores(increase):
+    """best_pairs' ReLU form and two-stage max against the saliency map written out: masks on the
+    (n, n) pair sums and one argmax in row-major order."""
+    from fgsm_repro.attacks.jsma import best_pairs
+
+    rng = np.random.default_rng(3)
+    n, m = 8, 40
+    alpha, beta = rng.normal(size=(n, m)).astype(np.float32), rng.normal(size=(n, m)).astype(np.float32)
+    domain = rng.random((n, m)) < 0.7
+    domain[0] = False  # no pair qualifies
+    domain[1] = np.arange(m) < 1  # one feature: no pair
+    p, q, found = map(np.asarray, best_pairs(jnp.asarray(alpha), jnp.asarray(beta), jnp.asarray(domain), increase))
+    a, b = alpha[:, :, None] + alpha[:, None, :], beta[:, :, None] + beta[:, None, :]
+    right = (a > 0) & (b < 0) if increase else (a < 0) & (b > 0)
+    valid = right & ~np.eye(m, dtype=bool) & domain[:, :, None] & domain[:, None, :]
+    scores = np.where(valid, np.abs(a) * np.abs(b), -1.0).reshape(n, -1)
+    best = scores.argmax(1)
+    expect_found = scores.max(1) >= 0
+    np.testing.assert_array_equal(found, expect_found)
+    assert not found[:2].any()
+    np.testing.assert_array_equal(p[found], (best // m)[found])
+    np.testing.assert_array_equal(q[found], (best % m)[found])
+
+
+@pytest.mark.parametrize("theta", [1.0, -1.0])
+def test_jsma_gives_every_example_the_same_result_whatever_its_slots(theta):
+    """An example's steps do not depend on the others: attacked 3 at a time, each stopped example
+    handing its slot on, the batch is what it is attacked all at once (and one by one)."""
+    logits, _, x, y, _ = _linear(classes=3, n=13)
+    x = x * 0.5 + 0.25
+    target = (y + 1) % 3
+    together = np.asarray(jsma(logits, x, target, theta=theta, gamma=0.5))
+    for slots in (3, 1):
+        np.testing.assert_array_equal(np.asarray(jsma(logits, x, target, theta=theta, gamma=0.5, slots=slots)),
+                                      together)
+    assert (together != np.asarray(x)).any()
+
+
 def test_cw_finds_smaller_perturbations_than_fgm_needs_and_returns_x_when_it_fails():
     logits, loss, x, y, _ = _linear(classes=3, n=32)
     y = jnp.argmax(logits(x * 0.5 + 0.25), -1)
