@@ -194,12 +194,33 @@ def test_the_torch_side_attacks_with_each_workloads_settings():
                 "deepfool_test": (torchattacks.DeepFool, dict(steps=50, overshoot=0.02)),
                 "apgd_ce_test": (torchattacks.APGD, dict(eps=0.25, steps=100, n_restarts=1, loss="ce")),
                 "square_test": (torchattacks.Square, dict(eps=0.25, n_queries=1000, n_restarts=1, p_init=0.8)),
-                "autoattack_test": (torchattacks.AutoAttack, dict(eps=0.25, norm="Linf"))}
+                "jsma_test": (torchattacks.JSMA, dict(theta=1.0, gamma=0.125, targeted=True))}
     for name, (cls, settings) in expected.items():
         attack = torchattack(net, WORKLOADS[name].spec)
         assert type(attack) is cls and {k: getattr(attack, k) for k in settings} == settings, name
+    # AutoAttack: the reference's standard sequence from torchattacks' attacks (its own AutoAttack runs 10 steps)
+    sequence = torchattack(net, WORKLOADS["autoattack_test"].spec)
+    assert type(sequence) is torchattacks.MultiAttack
+    assert [(type(a).__name__, getattr(a, "steps", None) or a.n_queries, a.eps) for a in sequence.attacks] == [
+        ("APGD", 100, 0.25), ("APGDT", 100, 0.25), ("FAB", 100, 0.25), ("Square", 5000, 0.25)]
     # C&W: the plain loop with every step run (torchattacks.CW stops early)
     assert torchattack(net, WORKLOADS["cw_test"].spec).keywords == dict(c=1.0, steps=50, lr=0.01)
+
+
+def test_the_pgd_training_epochs_torch_side_makes_torchattacks_pgd_examples_and_trains_on_them():
+    from fgsm_repro.bench.torch_side import epoch_calls, pgd_examples
+
+    net = Maxout(7, weight_init=0.3).eval()
+    x, y = _data(32)
+    xt, yt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long()
+    torch.manual_seed(3)
+    ours = pgd_examples(net, xt, yt, 0.3, 5, 0.075)
+    torch.manual_seed(3)
+    theirs = torchattacks.PGD(net, eps=0.3, alpha=0.075, steps=5, random_start=True)(xt, yt)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    workload = WORKLOADS["maxout240_pgd_epoch"]
+    call, = epoch_calls(MaxoutMLP(units=7), 1, workload.train_config(BenchSettings.quick()), x, y)
+    assert call.keywords["pgd"] == (0.3, 10, 0.075) and call.args[5] is None  # no α-mix
 
 
 def test_torchattacks_fgsm_on_the_torch_ensemble_gives_our_ensemble_fgsm_examples():
@@ -225,6 +246,7 @@ def test_flop_counts_by_hand():
     clean = 3 * forward - 2 * 784 * 1200
     assert WORKLOADS["maxout240_clean_epoch"].flops(s) == 100 * clean
     assert WORKLOADS["maxout240_adv_epoch"].flops(s) == 100 * (2 * clean + 2 * 784 * 1200)
+    assert WORKLOADS["maxout240_pgd_epoch"].flops(s) == 100 * (10 * 2 * forward + clean)  # 10 PGD steps, 1 update
     assert WORKLOADS["ensemble12_epoch"].flops(s) == 12 * 100 * clean
     assert WORKLOADS["ensemble12_fgsm_test"].flops(s) == 12 * 10 * 2 * forward
     # The conv net on 32x32x3: maps 33x33 (pool 4/2 -> 15), 14x14 (-> 6), 8x8 (-> 4), then 4*4*192 = 3072.

@@ -259,13 +259,27 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     return x
 
 
+def pgd_examples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                 step_size: float) -> torch.Tensor:
+    """PGD as Madry et al.'s training code makes its examples, eagerly: a uniform start in the L∞
+    ball, `steps` signed-gradient steps of the cross-entropy, each projected onto the ball and [0, 1];
+    the model in whatever mode it is in (training: dropout on, new masks every pass)."""
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + step_size * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
 def train_epoch(model: Maxout | ConvMaxout | MPDBM, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int = 100,
                 adversarial: tuple[float, float] | None = None, shuffle: bool = True,
-                augment: tuple[int, bool] | None = None) -> float:
+                augment: tuple[int, bool] | None = None, pgd: tuple[float, int, float] | None = None) -> float:
     """One epoch of minibatch SGD; with ``adversarial=(alpha, eps)`` the objective
     α·J(x) + (1−α)·J(x + ε·sign ∇ₓJ(x)), ∇θ and ∇ₓ of the clean term from one backward pass; with
-    ``augment=(pad, flip)`` each minibatch randomly cropped and flipped first."""
+    ``pgd=(eps, steps, step_size)`` J on each minibatch's :func:`pgd_examples` alone (Madry et al.);
+    with ``augment=(pad, flip)`` each minibatch randomly cropped and flipped first."""
     model.train()
     order = torch.randperm(len(x)) if shuffle else torch.arange(len(x))
     n_batches = len(x) // batch_size
@@ -275,6 +289,8 @@ def train_epoch(model: Maxout | ConvMaxout | MPDBM, recipe: Recipe, x: torch.Ten
         xb, yb = x[idx], y[idx]
         if augment:
             xb = random_crop_flip(xb, *augment)
+        if pgd:
+            xb = pgd_examples(model, xb, yb, *pgd)
         model.zero_grad(set_to_none=True)
         if adversarial:
             alpha, eps = adversarial
@@ -337,7 +353,8 @@ def twin(model) -> torch.nn.Module:
 def torchattack(model: torch.nn.Module, spec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The attack of `spec` (an attack spec of the project, as the benchmark runs it) in
     torchattacks, with the spec's settings: FGSM, PGD (L∞ or L2, random start), DeepFool (L2), APGD,
-    Square (L∞) and AutoAttack's standard L∞ sequence (10 classes).
+    Square, JSMA toward the least likely class and AutoAttack's standard sequence
+    (:func:`standard_autoattack`).
     Carlini–Wagner L2 (one constant) is :func:`cw_l2`: torchattacks.CW stops early when the cost
     rises, so its amount of work varies."""
     import torchattacks
@@ -360,11 +377,33 @@ def torchattack(model: torch.nn.Module, spec) -> Callable[[torch.Tensor, torch.T
             return torchattacks.APGD(model, norm="Linf" if norm == "inf" else "L2", eps=spec.eps, steps=spec.steps,
                                      n_restarts=spec.restarts, loss=spec.loss, seed=0)
         case "square" if spec.restarts == 1:
-            return torchattacks.Square(model, norm="Linf", eps=spec.eps, n_queries=spec.queries, n_restarts=1,
-                                       p_init=spec.p_init, seed=0)
-        case "autoattack" if norm == "inf" and spec.standard():
-            return torchattacks.AutoAttack(model, norm="Linf", eps=spec.eps, version="standard", n_classes=10, seed=0)
+            return torchattacks.Square(model, norm="Linf" if norm == "inf" else "L2", eps=spec.eps,
+                                       n_queries=spec.queries, n_restarts=1, p_init=spec.p_init, seed=0)
+        case "jsma" if spec.target == "least_likely":
+            attack = torchattacks.JSMA(model, theta=spec.theta, gamma=spec.gamma)
+            attack.set_mode_targeted_least_likely()
+            return attack
+        case "autoattack" if spec.standard():
+            return standard_autoattack(model, spec)
     raise ValueError(f"no PyTorch counterpart of {spec.describe()}")
+
+
+def standard_autoattack(model: torch.nn.Module, spec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """AutoAttack's standard sequence as the reference runs it (fra31/auto-attack, version
+    "standard": APGD-CE, APGD-T and FAB-T of 100 steps, Square of 5,000 queries), built from
+    torchattacks' attacks in its MultiAttack (each on the images still robust), for 10 classes.
+    torchattacks.AutoAttack(version="standard") leaves APGD, APGD-T and FAB at their 10-step
+    defaults: a tenth of the reference's work, and a weaker attack."""
+    import torchattacks
+
+    stages = {s.name: s for s in spec.stages}
+    shared = dict(eps=spec.eps, norm="Linf" if spec.norm == "inf" else "L2", seed=0, n_restarts=1)
+    return torchattacks.MultiAttack([
+        torchattacks.APGD(model, loss="ce", steps=stages["apgd"].steps, **shared),
+        torchattacks.APGDT(model, steps=stages["apgdt"].steps, n_classes=10, **shared),
+        torchattacks.FAB(model, steps=stages["fab"].steps, multi_targeted=True, n_classes=10, **shared),
+        torchattacks.Square(model, n_queries=stages["square"].queries, p_init=stages["square"].p_init, **shared),
+    ])
 
 
 def _start(threads: int | None) -> None:
@@ -387,19 +426,32 @@ def epoch_calls(model, members: int, cfg: TrainConfig, x: np.ndarray, y: np.ndar
     x, y = _tensors(x, y)
     nets = [twin(model) for _ in range(members)]
     steps = len(x) // cfg.batch_size
-    adversarial = (cfg.adversarial.alpha, cfg.adversarial.eps) if cfg.adversarial else None
+    adversarial = pgd = None
+    if cfg.adversarial and cfg.adversarial.attack is not None:
+        attack = cfg.adversarial.attack
+        if not (attack.name == "pgd" and attack.norm == "inf" and attack.random_start and cfg.adversarial.alpha == 0
+                and cfg.adversarial.objective == "mix" and tuple(attack.clip or ()) == (0.0, 1.0)):
+            raise ValueError(f"no PyTorch counterpart of adversarial training with {attack.describe()}")
+        pgd = (attack.eps, attack.steps, attack.step_size)
+    elif cfg.adversarial:
+        adversarial = (cfg.adversarial.alpha, cfg.adversarial.eps)
     augment = (cfg.augment.crop_pad, cfg.augment.flip) if cfg.augment else None
     return [functools.partial(train_epoch, net, Recipe.from_config(net, cfg, steps), x, y, cfg.batch_size, adversarial,
-                              augment=augment) for net in nets]
+                              augment=augment, pgd=pgd) for net in nets]
 
 
 def attack_calls(model, ensemble: int | None, spec, x: np.ndarray, y: np.ndarray, batch: int,
-                 threads: int | None = None) -> list[Callable[[], Any]]:
+                 threads: int | None = None, params=None) -> list[Callable[[], Any]]:
     """The attack of `spec` (:func:`torchattack`) on all of (x, y), `batch` images at a time, against
-    a twin of the Flax `model` or a mean-probability ensemble of `ensemble` twins; one call."""
+    a twin of the Flax `model` (with its `params`, when given) or a mean-probability ensemble of
+    `ensemble` twins; one call."""
     _start(threads)
     x, y = _tensors(x, y)
-    net = (twin(model) if ensemble is None else MeanProbabilityEnsemble([twin(model) for _ in range(ensemble)])).eval()
+    if ensemble is None:
+        net = twin(model) if params is None else twin(model).load_flax(params)
+    else:
+        net = MeanProbabilityEnsemble([twin(model) for _ in range(ensemble)])
+    net = net.eval()
     attack = torchattack(net, spec)
     return [lambda: [attack(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]]
 

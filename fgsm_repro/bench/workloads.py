@@ -28,6 +28,7 @@ from fgsm_repro.attacks.autoattack import AutoAttack
 from fgsm_repro.attacks.cw import CarliniWagnerL2
 from fgsm_repro.attacks.deepfool import DeepFool
 from fgsm_repro.attacks.fgsm import FGSM
+from fgsm_repro.attacks.jsma import JSMA
 from fgsm_repro.attacks.pgd import PGD
 from fgsm_repro.attacks.square import Square
 from fgsm_repro.bench.geometry import layer_shapes
@@ -47,6 +48,7 @@ CONV_BATCH = 128  # the CIFAR-10 recipe's
 ATTACK_EPS, PGD_STEPS = 0.25, 10
 L2_EPS, CW_STEPS = 1.0, 50
 APGD_STEPS, SQUARE_QUERIES = 100, 1000  # AutoAttack's APGD; Square: a fifth of AutoAttack's queries
+PGD_TRAIN_EPS, PGD_TRAIN_STEPS = 0.3, 10
 
 
 def synthetic(n: int, seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +191,21 @@ class AdversarialEpoch(Epoch):
 
 
 @dataclass(frozen=True)
+class PgdEpoch(Epoch):
+    """A PGD adversarial-training epoch (Madry et al. 2018): the loss on PGD examples alone, made
+    afresh for every minibatch from a random start, PGD_TRAIN_STEPS steps of ε/4 at ε = .3 (MNIST's).
+    JAX attacks the training network with one set of dropout masks for all the steps; the PyTorch
+    side, eager, draws new masks every pass (the same work)."""
+
+    adversarial: ClassVar[dict | None] = {"alpha": 0.0, "attack": {
+        "name": "pgd", "eps": PGD_TRAIN_EPS, "steps": PGD_TRAIN_STEPS, "step_size": PGD_TRAIN_EPS / 4,
+        "clip": (0.0, 1.0)}}
+
+    def step_flops(self, s: BenchSettings) -> int:
+        return PGD_TRAIN_STEPS * 2 * _dense_flops(self.dense_shapes(s)) + super().step_flops(s)  # and each ∇ₓ
+
+
+@dataclass(frozen=True)
 class EnsembleEpoch(Epoch):
     """A training epoch of ``s.ensemble`` networks, trained as the project trains several seeds on
     this backend: vmapped together on accelerators, one after another on a CPU
@@ -306,11 +323,27 @@ class Attack(Workload):
 
     spec: Any
     steps: int | None = 1
+    # Label the images by the network's own predictions, so that every image starts classified
+    # right: attacks whose work depends on which images are still right (torchattacks' APGD,
+    # Square and AutoAttack attack only those) then do the same work on both sides, which share
+    # the network's weights.
+    own_labels: bool = False
 
     data_seed: ClassVar[int] = 1
 
     def examples(self, s: BenchSettings) -> int:
         return s.test_examples
+
+    def params(self, s: BenchSettings, x: np.ndarray):
+        """The attacked network's parameters (one network: its initialisation from key 0)."""
+        return self.model(s).init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+
+    def data(self, s: BenchSettings) -> tuple[np.ndarray, np.ndarray]:
+        x, y = super().data(s)
+        if not self.own_labels:
+            return x, y
+        logits = self.model(s).apply({"params": self.params(s, x)}, jnp.asarray(x))
+        return x, host_aligned(np.asarray(jnp.argmax(logits, -1)).astype(np.int32))
 
     def ensemble(self, s: BenchSettings) -> int | None:
         """The size of the ensemble attacked; None: one network."""
@@ -323,9 +356,7 @@ class Attack(Workload):
 
     def victim(self, s: BenchSettings, x: np.ndarray):
         """The network attacked, its parameters, and the mesh the attack is split over (or None)."""
-        model = self.model(s)
-        params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
-        return model, params, data_mesh() if s.data_parallel else None
+        return self.model(s), self.params(s, x), data_mesh() if s.data_parallel else None
 
     def jax_calls(self, s: BenchSettings) -> Calls:
         from fgsm_repro.evaluation import adversarial_examples
@@ -339,8 +370,9 @@ class Attack(Workload):
         from fgsm_repro.bench import torch_side
         from fgsm_repro.evaluation import EVAL_BATCH
 
-        return torch_side.attack_calls(self.model(s), self.ensemble(s), self.spec, *self.data(s), batch=EVAL_BATCH,
-                                       threads=s.threads)
+        x, y = self.data(s)
+        return torch_side.attack_calls(self.model(s), self.ensemble(s), self.spec, x, y, batch=EVAL_BATCH,
+                                       threads=s.threads, params=self.params(s, x) if self.own_labels else None)
 
     def products(self, s: BenchSettings) -> Products | None:
         if self.steps is None:
@@ -355,6 +387,15 @@ class MinimalAttack(Attack):
 
     def examples(self, s: BenchSettings) -> int:
         return s.minimal_examples
+
+
+@dataclass(frozen=True)
+class FewImagesAttack(Attack):
+    """An attack torchattacks runs for seconds per image (JSMA: a Python loop over the images, ten
+    backward passes and the n² saliency map per step), on a hundredth of ``s.minimal_examples``."""
+
+    def examples(self, s: BenchSettings) -> int:
+        return max(1, s.minimal_examples // 100)
 
 
 @dataclass(frozen=True)
@@ -378,10 +419,15 @@ class EnsembleAttack(Attack):
 # torchattacks.PGD; PGD-L2: torchattacks.PGDL2's defaults (eps 1, step .2) with its random start;
 # DeepFool: torchattacks.DeepFool's (L2, 50 steps, overshoot .02); C&W: torchattacks.CW's settings,
 # which have no search over c (one c = 1, 50 Adam steps of .01). APGD, Square and AutoAttack:
-# AutoAttack's standard settings; their work depends on when the examples fall (a random network).
+# AutoAttack's standard settings, on images labelled by the network (own_labels); their work
+# depends on when the examples fall.
+# JSMA: γ = .125 (49 pairs both ways: torchattacks rounds ⌈γn/2⌉ up, the authors' code down) toward
+# the least likely class, which the random network never reaches, so every image takes every step.
 WORKLOADS = {w.name: w for w in [
     Epoch("maxout240_clean_epoch", "training epoch, maxout 2x240x5, faithful recipe", 240),
     AdversarialEpoch("maxout240_adv_epoch", "adversarial-training epoch (alpha .5, eps .25), maxout 240", 240),
+    PgdEpoch("maxout240_pgd_epoch", "PGD adversarial-training epoch (PGD-10, eps .3, step eps/4, random start), "
+             "maxout 240", 240),
     Epoch("maxout1600_clean_epoch", "training epoch, maxout 2x1600x5, faithful recipe", 1600),
     AdversarialEpoch("maxout1600_adv_epoch", "adversarial-training epoch, maxout 1600", 1600),
     EnsembleEpoch("ensemble12_epoch", "training epoch of a 12-member ensemble of maxout 240", 240),
@@ -397,12 +443,16 @@ WORKLOADS = {w.name: w for w in [
                   CarliniWagnerL2(initial_const=1.0, binary_search_steps=1, steps=CW_STEPS, learning_rate=0.01),
                   steps=CW_STEPS),
     Attack("apgd_ce_test", "APGD-CE eps .25, 100 steps, one start, on the test images, maxout 240", 240,
-           APGD(eps=ATTACK_EPS, steps=APGD_STEPS, clip=(0.0, 1.0)), steps=APGD_STEPS),
+           APGD(eps=ATTACK_EPS, steps=APGD_STEPS, clip=(0.0, 1.0)), steps=APGD_STEPS, own_labels=True),
     MinimalAttack("square_test", f"Square Attack L-inf eps .25, {SQUARE_QUERIES} queries at most, on 1,000 test "
                   "images, maxout 240", 240, Square(eps=ATTACK_EPS, queries=SQUARE_QUERIES, clip=(0.0, 1.0)),
-                  steps=None),
+                  steps=None, own_labels=True),
     MinimalAttack("autoattack_test", "AutoAttack's standard L-inf sequence (APGD-CE, APGD-T, FAB-T, Square) eps .25, "
-                  "on 1,000 test images, maxout 240", 240, AutoAttack(eps=ATTACK_EPS, clip=(0.0, 1.0)), steps=None),
+                  "on 1,000 test images, maxout 240", 240, AutoAttack(eps=ATTACK_EPS, clip=(0.0, 1.0)), steps=None,
+                  own_labels=True),
+    FewImagesAttack("jsma_test", "JSMA (theta 1, gamma .125: 49 pixel pairs) toward the least likely class, on 10 "
+                    "test images, maxout 240", 240, JSMA(theta=1.0, gamma=0.125, target="least_likely"),
+                    steps=None),
     EnsembleAttack("ensemble12_fgsm_test", "FGSM eps .25 (clipped to [0,1]) against a 12-member mean-probability "
                    "ensemble of maxout 240 (S9.ens_all), on the test images", 240,
                    FGSM(eps=ATTACK_EPS, clip=(0.0, 1.0))),
