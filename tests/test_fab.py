@@ -27,17 +27,24 @@ def _least_tau(w, c, room_pos, room_neg):
     return hi
 
 
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), dims=st.integers(1, 12), scale=st.floats(0.01, 10.0))
-def test_the_linf_projection_is_the_least_step_that_reaches_the_plane_in_the_box(seed, dims, scale):
-    count_case("FAB: L-inf projection onto a hyperplane in a box")
+def _projected(project, seed, dims, scale):
+    """A random point of [0, 1]^dims, a plane wᵀδ + c = 0 (some weights 0), and `project`'s step
+    onto it in the unit box, checked to stay in the box."""
     rng = np.random.default_rng(seed)
     point = rng.random((1, dims)).astype(np.float32)
     w = (rng.normal(size=(1, dims)) * (rng.random((1, dims)) > 0.2)).astype(np.float32)
     c = np.asarray([rng.normal() * scale], np.float32)
-    delta = np.asarray(project_linf(jnp.asarray(point), jnp.asarray(w), jnp.asarray(c), jnp.zeros((1, dims)),
-                                    jnp.ones((1, dims))))
+    delta = np.asarray(project(jnp.asarray(point), jnp.asarray(w), jnp.asarray(c), jnp.zeros((1, dims)),
+                               jnp.ones((1, dims))))
     assert ((point + delta) >= -1e-6).all() and ((point + delta) <= 1 + 1e-6).all()
+    return point, w, c, delta
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), dims=st.integers(1, 12), scale=st.floats(0.01, 10.0))
+def test_the_linf_projection_is_the_least_step_that_reaches_the_plane_in_the_box(seed, dims, scale):
+    count_case("FAB: L-inf projection onto a hyperplane in a box")
+    point, w, c, delta = _projected(project_linf, seed, dims, scale)
     tau = _least_tau(w[0].astype(np.float64), float(c[0]), 1 - point[0].astype(np.float64), point[0].astype(np.float64))
     if np.isfinite(tau):
         assert abs(float(w[0] @ delta[0]) + c[0]) <= 1e-4 * max(1.0, abs(c[0]))
@@ -94,13 +101,7 @@ def _least_l2_step(w, c, room_pos, room_neg):
 @given(seed=st.integers(0, 10_000), dims=st.integers(1, 12), scale=st.floats(0.01, 10.0))
 def test_the_l2_projection_is_the_least_step_that_reaches_the_plane_in_the_box(seed, dims, scale):
     count_case("FAB: L2 projection onto a hyperplane in a box")
-    rng = np.random.default_rng(seed)
-    point = rng.random((1, dims)).astype(np.float32)
-    w = (rng.normal(size=(1, dims)) * (rng.random((1, dims)) > 0.2)).astype(np.float32)
-    c = np.asarray([rng.normal() * scale], np.float32)
-    delta = np.asarray(project_l2(jnp.asarray(point), jnp.asarray(w), jnp.asarray(c), jnp.zeros((1, dims)),
-                                  jnp.ones((1, dims))))
-    assert ((point + delta) >= -1e-6).all() and ((point + delta) <= 1 + 1e-6).all()
+    point, w, c, delta = _projected(project_l2, seed, dims, scale)
     expected = _least_l2_step(w[0].astype(np.float64), float(c[0]), 1 - point[0].astype(np.float64),
                               point[0].astype(np.float64))
     np.testing.assert_allclose(delta[0], expected, atol=1e-5)
