@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from fgsm_repro.attacks.base import INF, AttackSpec, NonNegativeFloat, PositiveInt, norm_value
-from fgsm_repro.attacks.common import check_eps, label_logit
+from fgsm_repro.attacks.common import batch_norm, check_eps, label_logit
 from fgsm_repro.errors import NestedFieldError, ReproError
 
 ETA, BETA, ALPHA_MAX = 1.05, 0.9, 0.1
@@ -107,11 +107,6 @@ def project_l2(point: jax.Array, w: jax.Array, c: jax.Array, low: jax.Array, hig
     return direction * move
 
 
-def _distance(delta: jax.Array, norm) -> jax.Array:
-    """(N,) the L∞ or L2 norm of each row of a flat (N, D) array."""
-    return jnp.abs(delta).max(1) if norm == math.inf else jnp.sqrt(jnp.square(delta).sum(1))
-
-
 def fab_toward(logits_fn, x, y, target, *, steps: int, clip: tuple[float, float] | None, eps=None,
                best=None, best_norm=None, norm=math.inf):
     """FAB toward one target class per example: (its closest misclassified example, its L∞ or L2
@@ -141,11 +136,11 @@ def fab_toward(logits_fn, x, y, target, *, steps: int, clip: tuple[float, float]
         f, g, _ = margin_and_grad(point.reshape(x.shape))
         d_point = project(point, g, f, low, high)
         d_orig = project(flat, g, f + jnp.sum(g * (flat - point), axis=1), low, high)
-        n_point, n_orig = _distance(d_point, norm), _distance(d_orig, norm)
+        n_point, n_orig = batch_norm(d_point, norm)[:, 0], batch_norm(d_orig, norm)[:, 0]
         alpha = jnp.minimum(n_point / jnp.maximum(n_point + n_orig, 1e-12), ALPHA_MAX)[:, None]
         moved = jnp.clip((1 - alpha) * (point + ETA * d_point) + alpha * (flat + ETA * d_orig), low, high)
         fooled = margin_and_grad(moved.reshape(x.shape))[2]
-        dist = _distance(moved - flat, norm)
+        dist = batch_norm(moved - flat, norm)[:, 0]
         better = fooled & (dist < best_norm)
         best = jnp.where(better[:, None], moved, best)
         best_norm = jnp.where(better, dist, best_norm)
